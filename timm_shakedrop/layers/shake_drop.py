@@ -1,0 +1,285 @@
+"""ShakeDrop regularization.
+
+ShakeDrop: Yamada, Iwamura, Akiba, Kise, "ShakeDrop Regularization for Deep Residual Learning",
+IEEE Access 7, 2019 (arXiv:1802.02375).
+
+In training, the residual branch F(x) of a unit is multiplied by b + alpha - b * alpha in the forward pass and
+its gradient by b + beta - b * beta in the backward pass, with b ~ Bernoulli(p), alpha ~ U[alpha_min, alpha_max]
+and beta ~ U[beta_min, beta_max] drawn independently. A kept branch (b = 1) passes unchanged in both passes. In
+evaluation the branch is scaled by the expectation E[b + alpha - b * alpha] = p + (1 - p) * mean(alpha), which is
+p for the default alpha range [-1, 1].
+
+Here, as in timm's `DropPath`, the layer is parametrized by its drop probability `drop_prob = 1 - p`.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+import torch.fx
+from timm.layers import register_notrace_function
+from torch import nn
+
+__all__ = [
+    'LEVELS',
+    'GATE_LEVELS',
+    'ShakeDrop',
+    'shake_drop',
+    'shake_drop_eval_scale',
+    'shake_drop_keep_probs',
+    'validate_shake_drop_args',
+]
+
+# Granularity of the alpha and beta draws: one value per batch, per sample, per (sample, channel), or per element.
+LEVELS = ('batch', 'sample', 'channel', 'pixel')
+# Granularity of the Bernoulli gate b.
+GATE_LEVELS = ('batch', 'sample')
+
+
+def validate_shake_drop_args(
+        drop_prob: float,
+        alpha_range: Tuple[float, float],
+        beta_range: Tuple[float, float],
+        level: str,
+        gate_level: Optional[str],
+) -> str:
+    """Check the ShakeDrop arguments and return the resolved gate level.
+
+    Raises:
+        ValueError: naming the argument and its value when one is out of range.
+    """
+    if not 0.0 <= float(drop_prob) <= 1.0:
+        raise ValueError(f'`drop_prob` must be a probability in [0, 1], got {drop_prob}.')
+    if len(alpha_range) != 2:
+        raise ValueError(f'`alpha_range` must be a pair (alpha_min, alpha_max), got {alpha_range}.')
+    if alpha_range[0] > alpha_range[1]:
+        raise ValueError(f'`alpha_range` must have alpha_min <= alpha_max, got {tuple(alpha_range)}.')
+    if len(beta_range) != 2:
+        raise ValueError(f'`beta_range` must be a pair (beta_min, beta_max), got {beta_range}.')
+    if not 0.0 <= beta_range[0] <= beta_range[1] <= 1.0:
+        raise ValueError(
+            f'`beta_range` must satisfy 0 <= beta_min <= beta_max <= 1, got {tuple(beta_range)}.')
+    if level not in LEVELS:
+        raise ValueError(f'`level` must be one of {LEVELS}, got {level!r}.')
+    if gate_level is None:
+        gate_level = 'batch' if level == 'batch' else 'sample'
+    if gate_level not in GATE_LEVELS:
+        raise ValueError(f'`gate_level` must be one of {GATE_LEVELS} or None, got {gate_level!r}.')
+    if level == 'batch' and gate_level != 'batch':
+        raise ValueError(
+            f"`gate_level` must be 'batch' when `level` is 'batch' (alpha and beta cannot be coarser than the "
+            f'gate), got {gate_level!r}.')
+    return gate_level
+
+
+def shake_drop_keep_probs(num_units: int, drop_path_rate: float = 0.5) -> list:
+    """Return the keep probability p_l = 1 - (l / L) * drop_path_rate of each unit l = 1..L.
+
+    This is ShakeDrop's linear decay rule with p_L = 1 - drop_path_rate. The first unit keeps with
+    1 - drop_path_rate / L, not with 1.
+    """
+    if not 0.0 <= drop_path_rate <= 1.0:
+        raise ValueError(f'`drop_path_rate` must be a probability in [0, 1], got {drop_path_rate}.')
+    if num_units < 1:
+        raise ValueError(f'`num_units` must be at least 1, got {num_units}.')
+    return [1.0 - (unit / num_units) * drop_path_rate for unit in range(1, num_units + 1)]
+
+
+def shake_drop_eval_scale(keep_prob: float, alpha_range: Tuple[float, float] = (-1.0, 1.0)) -> float:
+    """Return E[b + alpha - b * alpha] = p + (1 - p) * (alpha_min + alpha_max) / 2, the evaluation scale."""
+    return keep_prob + (1.0 - keep_prob) * 0.5 * (alpha_range[0] + alpha_range[1])
+
+
+def _coefficient_shape(x: torch.Tensor, level: str) -> List[int]:
+    ndim = x.dim()
+    if level == 'batch':
+        return [1] * ndim
+    if level == 'sample':
+        return [x.shape[0]] + [1] * (ndim - 1)
+    if level == 'channel':
+        return [x.shape[0], x.shape[1]] + [1] * (ndim - 2)
+    return list(x.shape)
+
+
+def _uniform(shape: List[int], low: float, high: float, like: torch.Tensor) -> torch.Tensor:
+    # Draws in float32 whatever the activation dtype, so that bf16 and fp16 get the same distribution.
+    return torch.rand(shape, device=like.device, dtype=torch.float32) * (high - low) + low
+
+
+def _draw_coefficients(
+        x: torch.Tensor,
+        keep_prob: torch.Tensor,
+        alpha_range: Tuple[float, float],
+        beta_range: Tuple[float, float],
+        level: str,
+        gate_level: str,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Draw b, alpha, beta and return the forward coefficient b + a - ba and the backward one b + be - b*be."""
+    gate_shape = _coefficient_shape(x, gate_level)
+    noise_shape = _coefficient_shape(x, level)
+    keep = torch.rand(gate_shape, device=x.device, dtype=torch.float32) < keep_prob.to(x.device, torch.float32)
+    alpha = _uniform(noise_shape, alpha_range[0], alpha_range[1], x)
+    beta = _uniform(noise_shape, beta_range[0], beta_range[1], x)
+    # With b in {0, 1}, b + a - b * a is exactly 1 for a kept branch and exactly a for a dropped one.
+    forward_coef = torch.where(keep, torch.ones_like(alpha), alpha).to(x.dtype)
+    backward_coef = torch.where(keep, torch.ones_like(beta), beta).to(x.dtype)
+    return forward_coef, backward_coef
+
+
+class _ShakeDropFunction(torch.autograd.Function):
+    """y = x * forward_coef, with dL/dx = dL/dy * backward_coef.
+
+    Only the backward coefficient is saved for the backward pass, never the activation. At the batch and
+    sample levels that is one number per sample.
+    """
+
+    @staticmethod
+    def forward(x, forward_coef, backward_coef):
+        return x * forward_coef
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(inputs[2])
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (backward_coef,) = ctx.saved_tensors
+        return grad_output * backward_coef, None, None
+
+
+def _apply_coefficients(x: torch.Tensor, forward_coef: torch.Tensor, backward_coef: torch.Tensor) -> torch.Tensor:
+    if torch.jit.is_scripting():
+        # TorchScript cannot run an autograd.Function: the gradient takes backward_coef through the first term
+        # and the detached correction turns the forward value into x * forward_coef.
+        return x * backward_coef + (x * (forward_coef - backward_coef)).detach()
+    else:
+        return _ShakeDropFunction.apply(x, forward_coef, backward_coef)
+
+
+@register_notrace_function
+def shake_drop(
+        x: torch.Tensor,
+        drop_prob: float = 0.5,
+        training: bool = False,
+        alpha_range: Tuple[float, float] = (-1.0, 1.0),
+        beta_range: Tuple[float, float] = (0.0, 1.0),
+        level: str = 'sample',
+        gate_level: Optional[str] = None,
+) -> torch.Tensor:
+    """Apply ShakeDrop to the residual branch output `x`.
+
+    Args:
+        x: Residual branch output, batch first; `channel` level takes dim 1 as the channel dim.
+        drop_prob: Probability 1 - p that the gate b drops the branch.
+        training: Draw random coefficients when True; scale by the expectation when False.
+        alpha_range: Bounds of the uniform forward coefficient alpha of a dropped branch.
+        beta_range: Bounds of the uniform backward coefficient beta of a dropped branch, inside [0, 1].
+        level: Granularity of alpha and beta: 'batch', 'sample', 'channel' or 'pixel' (every element).
+        gate_level: Granularity of b: 'batch' or 'sample'; None takes 'batch' for `level='batch'` and
+            'sample' otherwise. The ShakeDrop authors' code draws b per batch with alpha and beta per element.
+
+    Returns:
+        A new tensor of the shape, dtype and memory format of `x`, never `x` itself.
+    """
+    gate_level = validate_shake_drop_args(drop_prob, alpha_range, beta_range, level, gate_level)
+    keep_prob = 1.0 - drop_prob
+    if not training:
+        return x * shake_drop_eval_scale(keep_prob, alpha_range)
+    keep = torch.full((), keep_prob, dtype=torch.float32)
+    forward_coef, backward_coef = _draw_coefficients(x, keep, alpha_range, beta_range, level, gate_level)
+    return _apply_coefficients(x, forward_coef, backward_coef)
+
+
+def _shake_drop_train(
+        x: torch.Tensor,
+        keep_prob: torch.Tensor,
+        alpha_range: Tuple[float, float],
+        beta_range: Tuple[float, float],
+        level: str,
+        gate_level: str,
+) -> torch.Tensor:
+    forward_coef, backward_coef = _draw_coefficients(x, keep_prob, alpha_range, beta_range, level, gate_level)
+    return _apply_coefficients(x, forward_coef, backward_coef)
+
+
+# Random draws depend on the batch size, which symbolic tracing cannot know: keep the training step a leaf in
+# both torch.fx.symbolic_trace and timm's feature extraction tracer.
+register_notrace_function(_shake_drop_train)
+torch.fx.wrap('_shake_drop_train')
+
+
+class ShakeDrop(nn.Module):
+    """ShakeDrop for the output of a residual branch, placed after its last normalization layer.
+
+    The keep probability lives in the persistent buffer `keep_prob`, so that weights saved from a model carry
+    the rate they were trained with and the evaluation scale p + (1 - p) * mean(alpha) comes back with them.
+
+    Args:
+        drop_prob: Probability 1 - p that the gate drops the branch in a training step.
+        alpha_range: Bounds of the uniform forward coefficient of a dropped branch.
+        beta_range: Bounds of the uniform backward coefficient of a dropped branch, inside [0, 1].
+        level: Granularity of alpha and beta: 'batch', 'sample' (default), 'channel' or 'pixel'.
+        gate_level: Granularity of the gate: 'batch' or 'sample'; None matches `level` as far as it can.
+        device: Device of the `keep_prob` buffer.
+    """
+
+    def __init__(
+            self,
+            drop_prob: float = 0.5,
+            alpha_range: Tuple[float, float] = (-1.0, 1.0),
+            beta_range: Tuple[float, float] = (0.0, 1.0),
+            level: str = 'sample',
+            gate_level: Optional[str] = None,
+            device=None,
+    ):
+        super().__init__()
+        self.gate_level = validate_shake_drop_args(drop_prob, alpha_range, beta_range, level, gate_level)
+        self.alpha_range = (float(alpha_range[0]), float(alpha_range[1]))
+        self.beta_range = (float(beta_range[0]), float(beta_range[1]))
+        self.level = level
+        self.register_buffer('keep_prob', torch.tensor(1.0 - float(drop_prob), device=device, dtype=torch.float32))
+        # Whether `load_state_dict` takes `keep_prob` from the weights (True) or keeps the built value.
+        self.keep_prob_from_weights = True
+        # What the last `load_state_dict` did with `keep_prob`: 'loaded', 'kept' or 'missing'.
+        self.last_keep_prob_load: Optional[str] = None
+
+    @property
+    def drop_prob(self) -> float:
+        """Drop probability 1 - p, read from the `keep_prob` buffer (NaN on the meta device)."""
+        if self.keep_prob.is_meta:
+            return float('nan')
+        return 1.0 - float(self.keep_prob)
+
+    def set_drop_prob(self, drop_prob: float) -> None:
+        """Set the drop probability in place, keeping the buffer's device."""
+        validate_shake_drop_args(drop_prob, self.alpha_range, self.beta_range, self.level, self.gate_level)
+        self.keep_prob.fill_(1.0 - float(drop_prob))
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs):
+        # `Module.load_state_dict` hands every module a shallow copy of the user's dict, so it can be edited here.
+        key = prefix + 'keep_prob'
+        if key not in state_dict:
+            self.last_keep_prob_load = 'missing'
+            state_dict[key] = self.keep_prob.detach().clone()
+        elif not self.keep_prob_from_weights:
+            self.last_keep_prob_load = 'kept'
+            state_dict[key] = self.keep_prob.detach().clone()
+        else:
+            self.last_keep_prob_load = 'loaded'
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+
+    def eval_scale(self) -> torch.Tensor:
+        """Return the evaluation scale E[b + alpha - b * alpha] as a 0-dim tensor."""
+        alpha_mean = 0.5 * (self.alpha_range[0] + self.alpha_range[1])
+        return self.keep_prob + (1.0 - self.keep_prob) * alpha_mean
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return _shake_drop_train(x, self.keep_prob, self.alpha_range, self.beta_range, self.level, self.gate_level)
+        return x * self.eval_scale().to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return (
+            f'drop_prob={self.drop_prob:.4f}, alpha_range={self.alpha_range}, beta_range={self.beta_range}, '
+            f'level={self.level!r}, gate_level={self.gate_level!r}'
+        )

@@ -1,0 +1,1 @@
+from .shakedrop_pyramidnet import PyramidBasicBlock, PyramidBottleneck, PyramidNet, pyramid_widths
