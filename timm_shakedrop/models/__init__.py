@@ -1,1 +1,2 @@
 from .shakedrop_pyramidnet import PyramidBasicBlock, PyramidBottleneck, PyramidNet, pyramid_widths
+from .shakedrop_resnet import CifarResNet, ShakeDropResNet
