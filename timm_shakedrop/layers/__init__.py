@@ -1,3 +1,4 @@
+from .padded_shortcut import add_padded_shortcut
 from .shake_drop import (
     GATE_LEVELS,
     LEVELS,
@@ -7,4 +8,3 @@ from .shake_drop import (
     shake_drop_keep_probs,
     validate_shake_drop_args,
 )
-from .padded_shortcut import add_padded_shortcut

@@ -220,6 +220,8 @@ class ShakeDrop(nn.Module):
         gate_level: Granularity of the gate: 'batch' or 'sample'; None matches `level` as far as it can.
         device: Device of the `keep_prob` buffer.
     """
+    # What the last `load_state_dict` did with `keep_prob`: 'loaded', 'kept', 'missing', or None.
+    last_keep_prob_load: Optional[str]
 
     def __init__(
             self,
@@ -238,8 +240,7 @@ class ShakeDrop(nn.Module):
         self.register_buffer('keep_prob', torch.tensor(1.0 - float(drop_prob), device=device, dtype=torch.float32))
         # Whether `load_state_dict` takes `keep_prob` from the weights (True) or keeps the built value.
         self.keep_prob_from_weights = True
-        # What the last `load_state_dict` did with `keep_prob`: 'loaded', 'kept' or 'missing'.
-        self.last_keep_prob_load: Optional[str] = None
+        self.last_keep_prob_load = None
 
     @property
     def drop_prob(self) -> float:

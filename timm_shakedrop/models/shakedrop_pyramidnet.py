@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 import torch.fx
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead
+from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from torch import nn
@@ -230,7 +230,7 @@ class PyramidNet(nn.Module):
         reduction = 4 if stem_type == 'imagenet' else 1
         self.feature_info = []
         if stem_type == 'imagenet':
-            self.feature_info.append(dict(num_chs=base_chs, reduction=2, module='stem'))
+            self.feature_info.append(dict(num_chs=base_chs, reduction=2, module='stem.2'))
         self._stem_feature = stem_type == 'imagenet'
 
         # Stages
@@ -258,11 +258,12 @@ class PyramidNet(nn.Module):
             stages.append(nn.Sequential(*blocks))
             self.feature_info.append(dict(num_chs=in_chs, reduction=reduction, module=f'stages.{stage_idx}'))
         self.stages = nn.Sequential(*stages)
-        self.num_features = self.head_hidden_size = in_chs
+        self.num_features = in_chs
 
         # Head
         self.norm = nn.Sequential(norm_layer(in_chs, **dd), nn.ReLU(inplace=True))
         self.head = ClassifierHead(in_chs, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        self.head_hidden_size = self.head.num_features
 
         self.init_weights()
         configure_keep_prob_loading(self, rate_is_explicit, drop_path_rate)
@@ -293,8 +294,11 @@ class PyramidNet(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        # The new classifier takes the device and dtype of the network, even when the old one was removed.
+        dd = get_device_dtype(self)
         self.num_classes = num_classes
-        self.head.reset(num_classes, pool_type=global_pool)
+        self.head.reset(num_classes, pool_type=global_pool, **dd)
+        self.head_hidden_size = self.head.num_features
 
     def forward_intermediates(
             self,
