@@ -1,0 +1,120 @@
+"""Named training recipes: argument defaults that any command-line flag overrides.
+
+* `shakedrop-cifar`: the CIFAR recipe of Yamada et al., "ShakeDrop Regularization for Deep Residual
+  Learning", IEEE Access 2019 (arXiv:1802.02375): 300 epochs, batch 128, SGD with Nesterov momentum 0.9,
+  lr 0.5 divided by 10 at epochs 150 and 225, weight decay 1e-4, 4-pixel pad and random 32x32 crop,
+  horizontal flip, per-channel normalization.
+* `pyramidnet272-autoaugment`: the PyramidNet-272 + ShakeDrop recipe of the augmentation-search papers
+  (Cubuk et al., "AutoAugment", CVPR 2019, arXiv:1805.09501; Lim et al., "Fast AutoAugment", NeurIPS 2019):
+  1800 epochs, batch 64, lr 0.05 with cosine decay to 0 at every step, Nesterov 0.9, weight decay 5e-5,
+  gradient clipping at global norm 5, Cutout 16x16 and AutoAugment's CIFAR-10 policy.
+* `quick`: a few minutes on a CPU with the embedded digits: PyramidNet-20, pad-and-crop without flips
+  (mirrored digits are other symbols), per-step cosine decay and weight-decay EMA of the weights.
+* `timm`: nothing changed, the defaults of timm's train.py.
+
+Weight decay applies to every parameter, BN and biases included, in the three ShakeDrop recipes:
+`filter_bias_and_bn=False` overrides timm's optimizer factory, which leaves them out by default.
+"""
+import difflib
+from typing import Any, Dict, Optional
+
+__all__ = ['RECIPES', 'default_recipe_for', 'get_recipe']
+
+_PAD_CROP = dict(
+    train_crop_mode='pad',
+    crop_padding=4,
+    hflip=0.5,
+    vflip=0.0,
+    color_jitter=0.0,
+    aa=None,
+    reprob=0.0,
+    smoothing=0.0,
+    mixup=0.0,
+    cutmix=0.0,
+)
+
+RECIPES: Dict[str, Dict[str, Any]] = {
+    'shakedrop-cifar': dict(
+        _PAD_CROP,
+        model='shakedrop_pyramidnet272',
+        epochs=300,
+        batch_size=128,
+        opt='nesterov',
+        momentum=0.9,
+        lr=0.5,
+        sched='multistep',
+        decay_milestones=[150, 225],
+        decay_rate=0.1,
+        warmup_epochs=0,
+        weight_decay=1e-4,
+        filter_bias_and_bn=False,
+    ),
+    'pyramidnet272-autoaugment': dict(
+        _PAD_CROP,
+        model='shakedrop_pyramidnet272',
+        epochs=1800,
+        batch_size=64,
+        opt='nesterov',
+        momentum=0.9,
+        lr=0.05,
+        sched='cosine',
+        sched_on_updates=True,
+        min_lr=0.0,
+        warmup_epochs=0,
+        weight_decay=5e-5,
+        filter_bias_and_bn=False,
+        clip_grad=5.0,
+        clip_mode='norm',
+        aa='cifar10',
+        cutout=16,
+    ),
+    'quick': dict(
+        _PAD_CROP,
+        model='shakedrop_pyramidnet20_a48',
+        epochs=5,
+        batch_size=64,
+        opt='nesterov',
+        momentum=0.9,
+        lr=0.1,
+        sched='cosine',
+        sched_on_updates=True,
+        min_lr=0.0,
+        warmup_epochs=0,
+        weight_decay=5e-5,
+        filter_bias_and_bn=False,
+        crop_padding=2,
+        hflip=0.0,
+        workers=2,
+    ),
+    'timm': {},
+}
+
+_DESCRIPTIONS = {
+    'shakedrop-cifar': 'ShakeDrop paper, CIFAR: 300 epochs, lr 0.5 stepped at 150 and 225',
+    'pyramidnet272-autoaugment': 'AutoAugment papers: 1800 epochs, cosine, Cutout, CIFAR-10 AutoAugment',
+    'quick': 'a few minutes on a CPU with the embedded digits',
+    'timm': "timm's train.py defaults",
+}
+
+
+def recipe_help() -> str:
+    """Return one line per recipe for `--help`."""
+    return '; '.join(f'{name}: {text}' for name, text in _DESCRIPTIONS.items())
+
+
+def get_recipe(name: str) -> Dict[str, Any]:
+    """Return a copy of the argument defaults of recipe `name`.
+
+    Raises:
+        ValueError: for an unknown name, listing the close names and all recipes.
+    """
+    if name not in RECIPES:
+        close = difflib.get_close_matches(name, RECIPES, n=2, cutoff=0.5)
+        hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ''
+        raise ValueError(f'Unknown recipe {name!r}.{hint} Recipes: {", ".join(RECIPES)}.')
+    return {key: (list(value) if isinstance(value, list) else value) for key, value in RECIPES[name].items()}
+
+
+def default_recipe_for(dataset_kind: str) -> Optional[str]:
+    """Return the recipe used when `--recipe` is not given: 'quick' for digits, 'shakedrop-cifar' for CIFAR."""
+    return {'digits': 'quick', 'cifar10': 'shakedrop-cifar', 'cifar100': 'shakedrop-cifar'}.get(dataset_kind, 'timm')
