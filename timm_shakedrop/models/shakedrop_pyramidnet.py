@@ -4,9 +4,9 @@ PyramidNet: Han, Kim, Kim, "Deep Pyramidal Residual Networks", CVPR 2017 (arXiv:
 ShakeDrop: Yamada, Iwamura, Akiba, Kise, "ShakeDrop Regularization for Deep Residual Learning",
 IEEE Access 7, 2019 (arXiv:1802.02375).
 
-Unit k of N is widened additively to round(16 + k * alpha / N) channels (4x at the output of a bottleneck),
-accumulating the fractional width in floating point and rounding with Python's `round` as the authors'
-reference code does. A unit has no ReLU at its start, ends in a BN, and adds a parameter-free shortcut:
+Unit k of N is widened additively to round(16 + k * alpha / N) channels (4x at the output of a bottleneck).
+As in the authors' reference code, the fractional width accumulates in floating point and Python's `round`
+rounds it. A unit has no ReLU at its start, ends in a BN, and adds a parameter-free shortcut:
 2x2 average pooling (ceil mode) in stride-2 units and zero-padded extra channels. ShakeDrop sits after the
 last BN of the residual branch, and its drop probability grows linearly to `drop_path_rate` over all units.
 """
