@@ -45,6 +45,7 @@ __all__ = [
     'READ_TOKEN',
     'hub_server',
     'hub_env',
+    'one_torch_thread',
     'closed_port',
     'hub_subprocess_env',
 ]
@@ -158,6 +159,7 @@ class _Fault:
     path_pattern: re.Pattern
     status: int
     message: str
+    code: str | None
     remaining: int | None
 
 
@@ -237,9 +239,12 @@ class HubServer:
         self._tokens[token] = _Token(user, role, tuple(orgs))
 
     def fail(self, method: str, path_pattern: str, status: int, message: str = 'Internal Error',
-             times: int | None = None) -> None:
-        """Answer matching API requests with `status` (`times` times, or always when None)."""
-        self._faults.append(_Fault(method.upper(), re.compile(path_pattern), status, message, times))
+             code: str | None = None, times: int | None = None) -> None:
+        """Answer API requests whose path matches with `status` (`times` times, or always when None).
+
+        `code` becomes the X-Error-Code header, e.g. 'RepoNotFound', which huggingface_hub maps to its errors.
+        """
+        self._faults.append(_Fault(method.upper(), re.compile(path_pattern), status, message, code, times))
 
     def create_repo(self, repo_id: str, private: bool = False) -> None:
         """Create a repository directly, with its initial commit, as if its owner had made it."""
@@ -545,7 +550,7 @@ class _ApiHandler(_BaseHandler):
                     fault.remaining -= 1
                     if fault.remaining <= 0:
                         hub._faults.remove(fault)
-                raise HubError(fault.status, fault.message)
+                raise HubError(fault.status, fault.message, code=fault.code)
         seg = self._segments
         method = self.command
         with hub._lock:
@@ -1007,12 +1012,27 @@ class _StorageHandler(_BaseHandler):
 
 @pytest.fixture
 def hub_server(tmp_path) -> Iterator[HubServer]:
-    """A running HubServer with the write token of "alice" and the read token of "bob"."""
-    server = HubServer(tmp_path / 'hub-server-data')
+    """A running HubServer with the write token of "alice" and the read token of "bob".
+
+    It answers "regular" to every preupload, the mode an in-process client (with hf_xet installed) can use;
+    set `upload_mode = 'auto'` for a client started with HF_HUB_DISABLE_XET=1.
+    """
+    server = HubServer(tmp_path / 'hub-server-data', upload_mode='regular')
     server.add_token(WRITE_TOKEN, user='alice', role='write', orgs=('shakedrop-org',))
     server.add_token(READ_TOKEN, user='bob', role='read')
     with server:
         yield server
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Run torch on one thread: on a loaded 2-core machine, thread contention makes small models far slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @dataclasses.dataclass
@@ -1072,3 +1092,71 @@ def hub_subprocess_env(server: HubServer, tmp_path: Path, token: str | None = No
     if token is not None:
         env['HF_TOKEN'] = token
     return env
+
+
+# Training checkpoints for tests
+
+
+@dataclasses.dataclass
+class TimmRun:
+    """A run folder written with timm's own CheckpointSaver and update_summary."""
+    run_dir: Path
+    checkpoint: Path
+    model: Any  # the trained model, eval mode
+    ema_model: Any  # the EMA copy, eval mode, or None
+
+
+def make_timm_run(run_dir: Path, *, ema: bool = True, drop_path: float = 0.2, summary: str | None = 'timm',
+                  seed: int = 0, **extra_args: Any) -> TimmRun:
+    """Train `shakedrop_pyramidnet20_a48` for one SGD step and save it as timm's train.py would.
+
+    Args:
+        run_dir: Folder for the checkpoint, args.yaml and summary.csv.
+        ema: Keep an EMA of the weights (saved as `state_dict_ema`).
+        drop_path: ShakeDrop's drop_path_rate (1 - p_L).
+        summary: 'timm' writes eval_* only (timm's train.py reports the EMA metrics there when it evaluates
+            an EMA), 'ema_columns' adds eval_ema_* as this package's trainer does, None writes no summary.csv.
+        seed: Seed of the weights and the training batch.
+        **extra_args: Extra or replaced entries of the run's argparse.Namespace.
+    """
+    import argparse
+
+    import timm
+    import torch
+    from timm.utils import CheckpointSaver, ModelEmaV3, update_summary
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    torch.manual_seed(seed)
+    model = timm.create_model('shakedrop_pyramidnet20_a48', drop_path_rate=drop_path)
+    ema_model = ModelEmaV3(model, decay=0.5) if ema else None
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    images = torch.randn(8, 3, 32, 32, generator=generator)
+    targets = torch.randint(0, 10, (8,), generator=generator)
+    loss = torch.nn.functional.cross_entropy(model(images), targets)
+    loss.backward()
+    optimizer.step()
+    if ema_model is not None:
+        ema_model.update(model)
+
+    args = argparse.Namespace(
+        model='shakedrop_pyramidnet20_a48', num_classes=None, drop_path=drop_path, model_ema=ema,
+        model_ema_force_cpu=False, eval_metric='top1', dataset='torch/cifar10', data_dir='data',
+        input_size=None, img_size=None, mean=None, std=None, crop_pct=None, interpolation='', gp=None,
+        bn_momentum=None, bn_eps=None, model_kwargs={}, epochs=1,
+    )
+    for key, value in extra_args.items():
+        setattr(args, key, value)
+    (run_dir / 'args.yaml').write_text(yaml.safe_dump(vars(args), default_flow_style=False))
+    metric = 31.25
+    if summary is not None:
+        eval_metrics = {'loss': 2.125, 'top1': metric, 'top5': 75.0}
+        if summary == 'ema_columns':
+            eval_metrics.update(ema_loss=2.0, ema_top1=37.5, ema_top5=81.25)
+        update_summary(0, {'loss': loss.item()}, eval_metrics, str(run_dir / 'summary.csv'), lr=0.1,
+                       write_header=True)
+    saver = CheckpointSaver(model, optimizer, args=args, model_ema=ema_model, checkpoint_dir=str(run_dir),
+                            recovery_dir=str(run_dir))
+    saver.save_checkpoint(0, metric=metric)
+    return TimmRun(run_dir, run_dir / 'model_best.pth.tar', model.eval(),
+                   ema_model.module.eval() if ema_model is not None else None)

@@ -108,7 +108,7 @@ def _missing_keep_prob_keys(model: nn.Module, state_dict: dict[str, torch.Tensor
 
 
 def _build_model(arch: str, state_dict: dict[str, torch.Tensor], args: dict[str, Any]) -> nn.Module:
-    """Build `arch` as the run did and load `state_dict` into it strictly."""
+    """Build `arch` as the run did and load `state_dict`, which must fit it key for key and shape for shape."""
     import timm
 
     kwargs = _model_kwargs_from_args(args)
@@ -131,27 +131,34 @@ def _build_model(arch: str, state_dict: dict[str, torch.Tensor], args: dict[str,
         trained = int(state_dict[f'{first_conv}.weight'].shape[1])
         if trained != getattr(model, 'in_chans', trained):
             rebuild['in_chans'] = trained
-    missing_rates = _missing_keep_prob_keys(model, state_dict)
-    if missing_rates and args.get('drop_path') is not None:
-        # Weights saved before ShakeDrop stored its rates: rebuild them from the run's drop_path_rate.
-        rebuild['drop_path_rate'] = float(args['drop_path'])
-        _logger.warning(f'The weights have no keep_prob for {len(missing_rates)} ShakeDrop layers; using the '
-                        f"run's drop_path={args['drop_path']}.")
-    elif missing_rates:
-        raise RuntimeError(
-            f'The weights have no keep_prob for {len(missing_rates)} ShakeDrop layers (e.g. {missing_rates[0]}) '
-            f'and the run arguments have no drop_path, so their evaluation scale is unknown.')
     if rebuild:
         kwargs.update(rebuild)
         model = timm.create_model(arch, pretrained=False, **kwargs)
 
-    result = model.load_state_dict(state_dict, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith('.keep_prob')]
-    if missing or result.unexpected_keys:
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    missing = [k for k in expected if k not in state_dict and not k.endswith('.keep_prob')]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [k for k in expected if k in state_dict and state_dict[k].shape != expected[k]]
+    if missing or unexpected or mismatched:
+        details = [f'{len(items)} {what} (e.g. {items[0]})' for items, what in (
+            (missing, 'missing keys'), (unexpected, 'unexpected keys'), (mismatched, 'keys of another shape'))
+            if items]
         raise RuntimeError(
-            f'The weights do not fit {arch!r} built with {kwargs}: {len(missing)} missing keys '
-            f'{missing[:3]}, {len(result.unexpected_keys)} unexpected keys {result.unexpected_keys[:3]}. '
-            f'Pass --model with the architecture the run trained.')
+            f'The weights do not fit {arch!r} built with {kwargs}: {", ".join(details)}. Pass --model with the '
+            f'architecture the run trained.')
+
+    missing_rates = _missing_keep_prob_keys(model, state_dict)
+    if missing_rates and args.get('drop_path') is not None:
+        # Weights saved before ShakeDrop stored its rates: rebuild them from the run's drop_path_rate.
+        _logger.warning(f'The weights have no keep_prob for {len(missing_rates)} ShakeDrop layers; using the '
+                        f"run's drop_path={args['drop_path']}.")
+        kwargs['drop_path_rate'] = float(args['drop_path'])
+        model = timm.create_model(arch, pretrained=False, **kwargs)
+    elif missing_rates:
+        raise RuntimeError(
+            f'The weights have no keep_prob for {len(missing_rates)} ShakeDrop layers (e.g. {missing_rates[0]}) '
+            f'and the run arguments have no drop_path, so their evaluation scale is unknown.')
+    model.load_state_dict(state_dict, strict=False)
     return model.eval()
 
 
@@ -255,8 +262,11 @@ def _training_text(checkpoint: TrainingCheckpoint) -> tuple[str, str | None]:
         command = shlex.join(str(c) for c in command)
     if isinstance(command, str) and command.strip():
         return f'Trained{epochs} with:', command.strip()
+    if checkpoint.args_yaml is not None and 'recipe' in args:
+        # Only `timm-shakedrop train` records a recipe; its --config reads every argument from args.yaml.
+        return (f'Trained{epochs} by `timm-shakedrop train` with the arguments of the run\'s args.yaml (below), '
+                f'which reproduces the run:'), 'timm-shakedrop train --config args.yaml'
     if checkpoint.args_yaml is not None:
-        # NOTE: timm's train.py reads every argument from --config; other trainers may not.
         return (f'Trained{epochs} with the arguments of the run\'s args.yaml (below). timm\'s train.py '
                 f'reproduces the run from that file:'), 'python train.py --config args.yaml'
     return f'Trained{epochs}; the checkpoint records no command and its run folder has no args.yaml.', None
