@@ -7,14 +7,13 @@ multiply-accumulates are computed from the registered models, never typed in.
 
 Regenerate the family cards `model_cards/<family>.md` after a model or a family text changes::
 
-    python -m timm_shakedrop.hub.model_cards          # rewrite the cards
-    python -m timm_shakedrop.hub.model_cards --check  # exit 1 if a card on disk is out of date
+    python -m timm_shakedrop.hub.write_model_cards          # rewrite the cards
+    python -m timm_shakedrop.hub.write_model_cards --check  # exit 1 if a card on disk is out of date
 """
 import argparse
 import dataclasses
 import functools
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -386,7 +385,7 @@ def render_card(card_data: ModelCardData, template: str, **kwargs: Any) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog='python -m timm_shakedrop.hub.model_cards',
+        prog='python -m timm_shakedrop.hub.write_model_cards',
         description='Regenerate the family model cards in model_cards/ from the family texts and the models.',
     )
     parser.add_argument('--check', action='store_true', help='only report out-of-date cards, exit 1 if any')
@@ -395,7 +394,3 @@ def main(argv: list[str] | None = None) -> int:
     for path in changed:
         print(f'{"out of date" if args.check else "wrote"}: {path}')
     return 1 if (args.check and changed) else 0
-
-
-if __name__ == '__main__':
-    sys.exit(main())
