@@ -154,6 +154,23 @@ def test_push_private_on_public_repo_warns(hub_env, exported, capsys):
     assert f'WARNING: UserWarning: {REPO} already exists and is public' in err
 
 
+@pytest.mark.parametrize('create_pr', [False, True])
+def test_push_lfs_path_with_xet_switched_off(hub_env, exported, monkeypatch, create_pr):
+    # huggingface_hub reads this flag on every call, so patching it takes this process down the LFS code path,
+    # including the ?create_pr=1 commit of that path. The fresh-interpreter leg is in test_hub_e2e.py.
+    monkeypatch.setattr(constants, 'HF_HUB_DISABLE_XET', True)
+    server = hub_env.server
+    server.upload_mode = 'auto'
+    result = push_to_hub(exported, REPO, token=WRITE_TOKEN, create_pr=create_pr)
+    revision = 'refs/pr/1' if create_pr else 'main'
+    assert server.file_entry(REPO, 'model.safetensors', revision).lfs
+    assert not server.file_entry(REPO, 'README.md', revision).lfs
+    assert server.read_file(REPO, 'model.safetensors', revision) == (exported / 'model.safetensors').read_bytes()
+    assert len(server.api_requests('POST', r'\.git/info/lfs/objects/batch$')) == 1
+    assert [r.query for r in server.api_requests('POST', r'/commit/')] == (['create_pr=1'] if create_pr else [''])
+    assert result.pr_url == (f'{server.url}/{REPO}/discussions/1' if create_pr else None)
+
+
 def test_push_twice_without_changes(hub_env, exported):
     first = push_to_hub(exported, REPO, token=WRITE_TOKEN)
     second = push_to_hub(exported, REPO, token=WRITE_TOKEN)

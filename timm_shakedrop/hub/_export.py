@@ -111,6 +111,9 @@ def _build_model(arch: str, state_dict: dict[str, torch.Tensor], args: dict[str,
     """Build `arch` as the run did and load `state_dict`, which must fit it key for key and shape for shape."""
     import timm
 
+    # NOTE: a timm model converted with `timm_shakedrop.apply_shakedrop` records a plain timm arch, so its
+    # keep_prob buffers count as unexpected keys here and such checkpoints are not exported.
+
     kwargs = _model_kwargs_from_args(args)
     try:
         model = timm.create_model(arch, pretrained=False, **kwargs)

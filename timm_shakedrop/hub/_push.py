@@ -7,6 +7,7 @@ contains the access token. Then `create_repo(exist_ok=True)`, `create_branch` wh
 failure at any step leaves no partial commit.
 """
 import dataclasses
+import importlib
 import json
 import logging
 import shutil
@@ -101,10 +102,26 @@ def _stage(folder: Path, staging: Path, repo_id: str) -> None:
     (staging / CARD_FILE).write_text(card.replace(REPO_ID_PLACEHOLDER, repo_id), encoding='utf-8')
 
 
-def _describe_error(error: BaseException, step: str, endpoint: str, repo_id: str) -> str:
-    """Turn an exception of huggingface_hub or httpx into one sentence that says what to do."""
-    import httpx2
+def _network_errors() -> tuple[type, ...]:
+    """Return the connection and timeout errors of the HTTP clients that huggingface_hub versions use.
 
+    huggingface_hub 2.4 sends its requests with httpx2, whose errors do not derive from OSError; the other
+    clients are listed for other huggingface_hub versions.
+    """
+    found = []
+    for module_name, names in (('httpx2', ('NetworkError', 'TimeoutException')),
+                               ('httpx', ('NetworkError', 'TimeoutException')),
+                               ('requests', ('ConnectionError', 'Timeout'))):
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        found.extend(getattr(module, name) for name in names if isinstance(getattr(module, name, None), type))
+    return tuple(found)
+
+
+def _describe_error(error: BaseException, step: str, endpoint: str, repo_id: str) -> str:
+    """Turn an exception of huggingface_hub or its HTTP client into one sentence that says what to do."""
     if isinstance(error, OfflineModeIsEnabled):
         return f'{step} failed: offline mode is on (HF_HUB_OFFLINE=1); unset HF_HUB_OFFLINE to push.'
     if isinstance(error, RepositoryNotFoundError):
@@ -124,7 +141,7 @@ def _describe_error(error: BaseException, step: str, endpoint: str, repo_id: str
         if status >= 500:
             return f'{step} failed: server error at {endpoint} (HTTP {status}: {server}); retry later.'
         return f'{step} failed: HTTP {status} from {endpoint}: {server}.'
-    if isinstance(error, (httpx2.ConnectError, httpx2.TimeoutException, httpx2.NetworkError)):
+    if isinstance(error, _network_errors()):
         return f'{step} failed: cannot connect to {endpoint} ({type(error).__name__}: {error}).'
     if isinstance(error, ValueError):
         return f'{step} failed: {error}'
@@ -214,9 +231,7 @@ def push_to_hub(
     except PushError:
         raise
     except Exception as error:
-        import httpx2
-
-        if not isinstance(error, (HfHubHTTPError, OfflineModeIsEnabled, httpx2.HTTPError, ValueError, OSError)):
+        if not isinstance(error, (HfHubHTTPError, OfflineModeIsEnabled, ValueError, OSError, *_network_errors())):
             raise
         raise PushError(_one_line(_describe_error(error, step, endpoint, repo_id), token)) from error
 
