@@ -1,10 +1,11 @@
 """A Hugging Face Hub-compatible HTTP server for tests, and the pytest fixtures that start it.
 
-The server implements the part of the Hub's HTTP API that huggingface_hub 2.4 calls to create a model
-repository and a branch, read repository info and refs, upload files (preupload, the Git LFS batch API with a
-signed storage URL, or "regular" base64 files inside the commit), commit (ndjson), open pull requests, validate
-model-card metadata, and download (HEAD and GET on `resolve` with X-Repo-Commit, ETag and Content-Length, and a
-302 to the storage server for LFS files, like the Hub's CDN redirect).
+The server implements the part of the Hub's HTTP API that huggingface_hub 2.4 calls for a model repository:
+create it and its branches, read its info and refs, upload, commit (ndjson), open pull requests, validate
+model-card metadata, and download. Uploads go through preupload and then either the Git LFS batch API with a signed
+storage URL or "regular" base64 files inside the commit. Downloads are HEAD and GET on `resolve` with
+X-Repo-Commit, ETag and Content-Length, and a 302 to the storage server for LFS files, like the Hub's CDN
+redirect.
 
 Two `ThreadingHTTPServer`s listen on ephemeral ports of 127.0.0.1: the API and a storage server that plays the
 part of the Hub's object storage, so LFS uploads and downloads leave the API origin as they do on the Hub (the
@@ -179,9 +180,9 @@ class HubServer:
 
     Args:
         root: Directory for stored file contents (created if missing).
-        upload_mode: Preupload answer for non-empty files: 'auto' (LFS for large files and weight patterns, as
-            the Hub does), 'lfs' (every file) or 'regular' (every file, the mode a client with Xet installed
-            can use against this server).
+        upload_mode: Upload mode that preupload returns for non-empty files: 'auto' (LFS for large files and
+            weight patterns, as the Hub does), 'lfs' (every file) or 'regular' (every file, the mode that a client
+            with Xet installed can use against this server).
     """
 
     def __init__(self, root: Path, upload_mode: str = 'auto'):
@@ -240,7 +241,7 @@ class HubServer:
 
     def fail(self, method: str, path_pattern: str, status: int, message: str = 'Internal Error',
              code: str | None = None, times: int | None = None) -> None:
-        """Answer API requests whose path matches with `status` (`times` times, or always when None).
+        """Fail API requests whose path matches `path_pattern` with `status` (`times` times, or always when None).
 
         `code` becomes the X-Error-Code header, e.g. 'RepoNotFound', which huggingface_hub maps to its errors.
         """

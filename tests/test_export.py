@@ -152,6 +152,15 @@ def test_export_bare_state_dict_needs_model(tmp_path, timm_run):
     assert torch.equal(_outputs(loaded, _fixed_input()), _outputs(timm_run.model, _fixed_input()))
 
 
+def test_export_safetensors_input(tmp_path, timm_run):
+    path = tmp_path / 'bare' / 'weights.safetensors'
+    path.parent.mkdir()
+    safetensors.torch.save_file(timm_run.model.state_dict(), str(path))
+    export_checkpoint(path, tmp_path / 'out', model_name='shakedrop_pyramidnet20_a48', evaluate=False)
+    loaded = timm.create_model(f'local-dir:{tmp_path / "out"}', pretrained=True)
+    assert torch.equal(_outputs(loaded, _fixed_input()), _outputs(timm_run.model, _fixed_input()))
+
+
 class _NotAllowed:
     pass
 
@@ -245,7 +254,7 @@ def test_export_metrics_from_timm_summary(timm_run, tmp_path):
     assert '| EMA | 31.25 | 75.00 | 2.1250 |' in card
 
 
-def test_export_raw_weights_of_timm_ema_run_have_no_metrics(timm_run, tmp_path):
+def test_export_raw_weights_lack_timm_metrics(timm_run, tmp_path):
     result = export_checkpoint(timm_run.checkpoint, tmp_path / 'out', use_ema=False, evaluate=False)
     assert result.metrics is None
     assert 'no validation metrics of the raw weights' in result.metrics_note

@@ -95,6 +95,6 @@ def test_train_export_push_load(tmp_path, hub_server, capsys):
     with torch.no_grad():
         expected = reference.eval()(x)
     assert torch.equal(loaded_output, expected)
-    # The metadata request is answered with a redirect to storage, as the Hub's CDN redirect.
+    # The metadata request gets a redirect to storage, like the Hub's redirect to its CDN.
     metadata = hub_server.api_requests('HEAD', r'/resolve/main/model.safetensors$')
     assert [r.status for r in metadata] == [302]

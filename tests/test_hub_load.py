@@ -87,12 +87,12 @@ def test_offline_warm_cache_opens_no_socket(pushed, hub_env, monkeypatch):
     close_session()  # no pooled connection survives: any request would have to connect
     connects = []
 
-    def refuse(sock, address):
+    def reject_connect(sock, address):
         connects.append(address)
         raise OSError(f'test: connect to {address} attempted while offline')
 
     monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
-    monkeypatch.setattr(socket.socket, 'connect', refuse)
+    monkeypatch.setattr(socket.socket, 'connect', reject_connect)
     requests_before = len(hub_env.server.requests)
     model = create_model_from_hub(REPO)
     tag_model = timm.create_model('shakedrop_pyramidnet20_a48.cifar10', pretrained=True,

@@ -1,6 +1,6 @@
 """Tests of `timm-shakedrop push` and `push_to_hub` against the Hub-compatible test server, over real HTTP.
 
-These run in this process, where hf_xet is installed, so the server answers "regular" for every file. The LFS
+These run in this process, where hf_xet is installed, so the server returns "regular" for every file. The LFS
 leg runs in a fresh interpreter with HF_HUB_DISABLE_XET=1 in test_hub_e2e.py.
 """
 import logging

@@ -3,7 +3,7 @@
 * `export_checkpoint`: a timm-format training checkpoint to model.safetensors, config.json (timm's Hub format)
   and a model card, verified by rebuilding the model with `timm.create_model('local-dir:...')`;
 * `push_to_hub`: that folder to a Hub model repository in one commit (the `timm-shakedrop push` command);
-* `create_model_from_hub`: `timm.create_model('hf-hub:...', pretrained=True)` with errors that say what to do.
+* `create_model_from_hub`: `timm.create_model('hf-hub:...', pretrained=True)` with errors that name the next step.
 """
 from ._checkpoint import RunMetrics, TrainingCheckpoint, load_training_checkpoint
 from ._export import EXPORT_FILES, REPO_ID_PLACEHOLDER, ExportResult, export_checkpoint

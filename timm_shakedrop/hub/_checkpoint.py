@@ -2,7 +2,7 @@
 
 timm's `CheckpointSaver` (and this package's trainer, which writes the same format) saves a dict with
 `state_dict`, optionally `state_dict_ema`, `arch`, `args` (an `argparse.Namespace`), `epoch`, `optimizer` and
-`metric`. The run folder beside it holds `args.yaml` and `summary.csv`, one row per epoch as written by
+`metric`. The run folder beside it contains `args.yaml` and `summary.csv`, one row per epoch as written by
 `timm.utils.update_summary`.
 """
 import argparse
@@ -59,7 +59,7 @@ def _torch_load_weights_only(path: Path) -> Any:
             pass
         names = f' ({", ".join(unsafe)})' if unsafe else ''
         raise RuntimeError(
-            f'{path} holds pickled objects other than tensors and argparse.Namespace{names}, which are not '
+            f'{path} contains pickled objects other than tensors and argparse.Namespace{names}, which are not '
             f'loaded because unpickling can run arbitrary code. Save its weights with '
             f'torch.save(model.state_dict(), ...) or safetensors and export that file with --model.'
         ) from error
@@ -85,7 +85,7 @@ def load_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
 
     Raises:
         FileNotFoundError: `path` is not a file.
-        RuntimeError: the file is not a checkpoint, or holds objects that a weights-only load rejects.
+        RuntimeError: the file is not a checkpoint, or contains objects that a weights-only load rejects.
     """
     path = Path(path)
     if not path.is_file():
@@ -97,7 +97,7 @@ def load_training_checkpoint(path: str | Path) -> TrainingCheckpoint:
     else:
         raw = _torch_load_weights_only(path)
     if not isinstance(raw, dict):
-        raise RuntimeError(f'{path} holds a {type(raw).__name__}, expected a checkpoint dict or a state dict.')
+        raise RuntimeError(f'{path} contains a {type(raw).__name__}, expected a checkpoint dict or a state dict.')
 
     if 'state_dict' in raw:
         state_dict = _tensor_dict(raw['state_dict'], f'{path}: state_dict')
@@ -208,10 +208,12 @@ def metrics_from_summary(checkpoint: TrainingCheckpoint, weights: str) -> tuple[
     args = checkpoint.args
     ema_columns = _present(row, 'eval_ema_top1')
     ema_in_eval = bool(args.get('model_ema')) and not args.get('model_ema_force_cpu')
-    if weights == 'ema':
-        prefix = 'eval_ema_' if ema_columns else ('eval_' if ema_in_eval else None)
+    if weights == 'ema' and ema_columns:
+        prefix = 'eval_ema_'
+    elif weights == 'ema':
+        prefix = 'eval_' if ema_in_eval else None
     else:
-        prefix = 'eval_' if (ema_columns or not ema_in_eval) else None
+        prefix = 'eval_' if ema_columns or not ema_in_eval else None
     if prefix is None or not _present(row, f'{prefix}top1'):
         return None, f'summary.csv has no validation metrics of the {weights} weights for epoch {checkpoint.epoch}'
 

@@ -1,6 +1,6 @@
 """Export a training checkpoint to a folder that the Hugging Face Hub and `timm.create_model` read.
 
-The folder holds `model.safetensors`, `config.json` in timm's Hub format (written by timm's
+The folder contains `model.safetensors`, `config.json` in timm's Hub format (written by timm's
 `save_config_for_hf`) and `README.md`, a model card. The export is written into a temporary folder next to the
 output, checked by rebuilding the model from it with `timm.create_model('local-dir:...', pretrained=True)`, and
 only then renamed into place.
@@ -61,7 +61,7 @@ _DATASETS = {
 
 @dataclasses.dataclass
 class ExportResult:
-    """What `export_checkpoint` wrote and measured."""
+    """Files, sizes and measurements of one export by `export_checkpoint`."""
     output_dir: Path
     files: dict[str, int]  # file name -> size in bytes
     architecture: str
@@ -294,11 +294,14 @@ def _render_export_card(
         param_count: int,
         macs: int,
 ) -> str:
+    """Render README.md from `model_cards/templates/exported_model.md` and the family text of `architecture`."""
     family = family_for_model(architecture)
     name = f'{architecture}.{tag}' if tag else architecture
     input_text = '×'.join(str(v) for v in data_config['input_size'])
     weights_label = 'EMA' if weights == 'ema' else 'raw'
     epoch_text = f', epoch {checkpoint.epoch}' if checkpoint.epoch is not None else ''
+
+    # Results measured for these weights, or why there are none.
     if metrics is None:
         metrics_source = f'Not measured: {metrics_note}.'
         metrics_view = None
@@ -306,10 +309,12 @@ def _render_export_card(
         metrics_source = metrics.source
         metrics_view = dict(top1=_format_metric(metrics.top1, 2), top5=_format_metric(metrics.top5, 2),
                             loss=_format_metric(metrics.loss, 4))
+
+    # Details and limitations specific to this run.
     labels_text = None
     if label_names:
-        shown = ', '.join(label_names[:10])
-        labels_text = shown + (f', … ({len(label_names)} in config.json)' if len(label_names) > 10 else '')
+        first_names = ', '.join(label_names[:10])
+        labels_text = first_names + (f', … ({len(label_names)} in config.json)' if len(label_names) > 10 else '')
     limitations = [
         f'Trained and measured on {dataset_name}; the measured results describe that data only.',
         *(family.limitations if family else ()),
@@ -317,6 +322,7 @@ def _render_export_card(
     if family is None:
         limitations.append('Loading needs the package that registers this architecture with timm.')
     training_text, training_command = _training_text(checkpoint)
+
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
         pipeline_tag=PIPELINE_TAG,

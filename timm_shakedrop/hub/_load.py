@@ -1,4 +1,4 @@
-"""Load models pushed with `push_to_hub` through timm's `hf-hub:` source, with errors that say what to do.
+"""Load models pushed with `push_to_hub` through timm's `hf-hub:` source, with errors that name the next step.
 
 `timm.create_model('hf-hub:ORG/NAME', pretrained=True)` works on its own; `create_model_from_hub` calls it and
 turns huggingface_hub's errors (weights not cached while offline, repository or file not found) into a
@@ -79,7 +79,7 @@ def create_model_from_hub(
 
     Raises:
         RuntimeError: the weights are not cached while offline, the Hub is unreachable, or the repository,
-            revision or files do not exist. The message says how to fix it.
+            revision or files do not exist. The message names the fix.
     """
     import timm
 

@@ -1,6 +1,6 @@
 """Push an exported folder to the Hugging Face Hub with huggingface_hub's `HfApi`.
 
-Every check that needs no network runs before the first request: the folder holds exactly the exported files,
+Every check that needs no network runs before the first request: the folder contains exactly the exported files,
 the model card metadata parses with `ModelCard`, config.json and the safetensors header read, and no file
 contains the access token. Then `create_repo(exist_ok=True)`, `create_branch` when the revision is new, and one
 `upload_folder` commit. huggingface_hub validates the card with the server before it uploads anything, so a
@@ -39,7 +39,7 @@ class PushError(RuntimeError):
 
 @dataclasses.dataclass
 class PushResult:
-    """Where `push_to_hub` committed."""
+    """Repository, revision and commit of one push by `push_to_hub`."""
     repo_id: str
     repo_url: str
     revision: str
@@ -63,7 +63,7 @@ def _check_folder(folder: Path, token: str) -> dict[str, int]:
     unexpected = sorted(present - set(EXPORT_FILES))
     if missing or unexpected:
         raise ValueError(
-            f'{folder} must hold exactly {", ".join(EXPORT_FILES)} as written by `timm-shakedrop export`; '
+            f'{folder} must contain exactly {", ".join(EXPORT_FILES)} as written by `timm-shakedrop export`; '
             f'missing: {missing or "none"}, unexpected: {unexpected or "none"}.')
 
     card = ModelCard.load(folder / CARD_FILE)
@@ -80,7 +80,7 @@ def _check_folder(folder: Path, token: str) -> dict[str, int]:
     try:
         with safetensors.safe_open(str(folder / WEIGHTS_FILE), framework='pt') as weights:
             if not list(weights.keys()):
-                raise ValueError(f'{folder / WEIGHTS_FILE} holds no tensors.')
+                raise ValueError(f'{folder / WEIGHTS_FILE} contains no tensors.')
     except safetensors.SafetensorError as error:
         raise ValueError(f'{folder / WEIGHTS_FILE} is not a readable safetensors file: {error}.') from None
 
@@ -121,7 +121,7 @@ def _network_errors() -> tuple[type, ...]:
 
 
 def _describe_error(error: BaseException, step: str, endpoint: str, repo_id: str) -> str:
-    """Turn an exception of huggingface_hub or its HTTP client into one sentence that says what to do."""
+    """Turn an exception of huggingface_hub or its HTTP client into one sentence that names the next step."""
     if isinstance(error, OfflineModeIsEnabled):
         return f'{step} failed: offline mode is on (HF_HUB_OFFLINE=1); unset HF_HUB_OFFLINE to push.'
     if isinstance(error, RepositoryNotFoundError):

@@ -1,7 +1,7 @@
 """Model cards: one card per registered model family, and the card of each exported checkpoint.
 
-The text of a family (architecture, paper results with their sources, limitations, BibTeX) lives in
-`model_cards/families/<family>.yaml`; the layout lives in the Jinja templates of `model_cards/templates/`, which
+The text of a family (architecture, paper results with their sources, limitations, BibTeX) is in
+`model_cards/families/<family>.yaml`. The layout is in the Jinja templates of `model_cards/templates/`, which
 huggingface_hub's `ModelCard.from_template` renders with the YAML metadata block. Parameter counts and
 multiply-accumulates are computed from the registered models, never typed in.
 
@@ -57,7 +57,7 @@ TAG_DATASETS = {
 
 
 def model_cards_dir() -> Path:
-    """Return the folder that holds the card templates and family texts.
+    """Return the folder that contains the card templates and family texts.
 
     An installed wheel carries it as `timm_shakedrop/model_cards`; an editable install reads the repository's
     `model_cards/`.
