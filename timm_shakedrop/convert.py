@@ -81,8 +81,8 @@ def _last_branch_layer(module: nn.Module) -> nn.Module | None:
     whether a branch ends in a norm, or None when all of them pass through."""
     if _is_norm(module):
         act = getattr(module, 'act', None)
-        # A fused norm-activation layer (timm's BatchNormAct2d) ends the branch in its activation.
-        return act if isinstance(act, nn.Module) and not _passes_through(act) else module
+        # A fused norm-activation layer (timm's BatchNormAct2d) with an activation ends the branch in it.
+        return act if isinstance(act, nn.Module) and not isinstance(act, nn.Identity) else module
     children = list(module.children())
     if not children:
         return None if _passes_through(module) else module
@@ -97,7 +97,9 @@ def _branch_ends_in_norm(block: nn.Module, slot_name: str) -> bool:
     """Decide whether the branch in front of `block.<slot_name>` ends in a normalization layer.
 
     Walks the block's children in registration order up to the slot, skipping the shortcut path and the other
-    slots. timm's ResNet, ConvNeXt, EfficientNet and ViT blocks register their layers in forward order.
+    slots. timm's ResNet, ConvNeXt, EfficientNet and ViT blocks register their layers in forward order, except
+    that timm's ResNet blocks register the ReLU that follows the addition before the slot, so stand-alone
+    activations and dropouts are skipped wherever they sit.
     """
     last = None
     for name, child in block.named_children():
