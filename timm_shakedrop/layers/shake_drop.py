@@ -18,6 +18,8 @@ import torch.fx
 from timm.layers import register_notrace_function
 from torch import nn
 
+from .padded_shortcut import add_padded_shortcut, can_add_in_place
+
 __all__ = [
     'LEVELS',
     'GATE_LEVELS',
@@ -99,11 +101,6 @@ def _coefficient_shape(x: torch.Tensor, level: str) -> List[int]:
     return list(x.shape)
 
 
-def _uniform(shape: List[int], low: float, high: float, like: torch.Tensor) -> torch.Tensor:
-    # Draws in float32 whatever the activation dtype, so that bf16 and fp16 get the same distribution.
-    return torch.rand(shape, device=like.device, dtype=torch.float32) * (high - low) + low
-
-
 def _draw_coefficients(
         x: torch.Tensor,
         keep_prob: torch.Tensor,
@@ -112,16 +109,29 @@ def _draw_coefficients(
         level: str,
         gate_level: str,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Draw b, alpha, beta and return the forward coefficient b + a - ba and the backward one b + be - b*be."""
+    """Draw b, alpha, beta and return the forward coefficient b + a - ba and the backward one b + be - b*be.
+
+    Six small kernels in float32 (two more casts for other activation dtypes): the gate draw and comparison,
+    then one uniform draw and one masked fill per coefficient.
+    """
     gate_shape = _coefficient_shape(x, gate_level)
     noise_shape = _coefficient_shape(x, level)
+    # Draws in float32 whatever the activation dtype, so that bf16 and fp16 get the same distribution.
     keep = torch.rand(gate_shape, device=x.device, dtype=torch.float32) < keep_prob.to(x.device, torch.float32)
-    alpha = _uniform(noise_shape, alpha_range[0], alpha_range[1], x)
-    beta = _uniform(noise_shape, beta_range[0], beta_range[1], x)
     # With b in {0, 1}, b + a - b * a is exactly 1 for a kept branch and exactly a for a dropped one.
-    forward_coef = torch.where(keep, torch.ones_like(alpha), alpha).to(x.dtype)
-    backward_coef = torch.where(keep, torch.ones_like(beta), beta).to(x.dtype)
-    return forward_coef, backward_coef
+    forward_coef = torch.empty(noise_shape, device=x.device, dtype=torch.float32)
+    forward_coef.uniform_(alpha_range[0], alpha_range[1]).masked_fill_(keep, 1.0)
+    backward_coef = torch.empty(noise_shape, device=x.device, dtype=torch.float32)
+    backward_coef.uniform_(beta_range[0], beta_range[1]).masked_fill_(keep, 1.0)
+    return forward_coef.to(x.dtype), backward_coef.to(x.dtype)
+
+
+def _eval_scale_tensor(keep_prob: torch.Tensor, alpha_range: Tuple[float, float]) -> torch.Tensor:
+    # p + (1 - p) * mean(alpha); the default alpha range has mean 0, which leaves p and costs no kernel.
+    alpha_mean = 0.5 * (alpha_range[0] + alpha_range[1])
+    if alpha_mean == 0.0:
+        return keep_prob
+    return keep_prob + (1.0 - keep_prob) * alpha_mean
 
 
 class _ShakeDropFunction(torch.autograd.Function):
@@ -152,6 +162,68 @@ def _apply_coefficients(x: torch.Tensor, forward_coef: torch.Tensor, backward_co
         return x * backward_coef + (x * (forward_coef - backward_coef)).detach()
     else:
         return _ShakeDropFunction.apply(x, forward_coef, backward_coef)
+
+
+def _channels(coef: torch.Tensor, start: int, end: int) -> torch.Tensor:
+    # Coefficients drawn per channel or per element cover every channel of x; per-sample ones broadcast.
+    if coef.dim() >= 2 and coef.shape[1] != 1:
+        return coef[:, start:end]
+    return coef
+
+
+class _ShakeDropAddFunction(torch.autograd.Function):
+    """y = x * forward_coef + concat(shortcut, zeros) along dim 1, written into x; dL/dx = dL/dy * backward_coef.
+
+    The forward pass reads and writes x once: `addcmul` puts shortcut + x * forward_coef into the first
+    channels and the extra channels are scaled in place, so no tensor of the size of x is allocated. The
+    gradient of the shortcut is the first channels of the output's gradient, and only the backward
+    coefficient is saved.
+    """
+
+    @staticmethod
+    def forward(x, shortcut, forward_coef, backward_coef):
+        shortcut_chs = shortcut.shape[1]
+        branch = x[:, :shortcut_chs]
+        torch.addcmul(shortcut, branch, _channels(forward_coef, 0, shortcut_chs), out=branch)
+        if shortcut_chs < x.shape[1]:
+            x[:, shortcut_chs:].mul_(_channels(forward_coef, shortcut_chs, x.shape[1]))
+        return x
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.mark_dirty(inputs[0])
+        ctx.save_for_backward(inputs[3])
+        ctx.shortcut_chs = inputs[1].shape[1]
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        (backward_coef,) = ctx.saved_tensors
+        grad_shortcut = grad_output
+        if ctx.shortcut_chs != grad_output.shape[1]:
+            grad_shortcut = grad_output[:, :ctx.shortcut_chs]
+        return grad_output * backward_coef, grad_shortcut, None, None
+
+
+def _shake_drop_add(
+        x: torch.Tensor,
+        shortcut: torch.Tensor,
+        keep_prob: torch.Tensor,
+        training: bool,
+        alpha_range: Tuple[float, float],
+        beta_range: Tuple[float, float],
+        level: str,
+        gate_level: str,
+) -> torch.Tensor:
+    if training:
+        forward_coef, backward_coef = _draw_coefficients(x, keep_prob, alpha_range, beta_range, level, gate_level)
+    else:
+        forward_coef = backward_coef = _eval_scale_tensor(keep_prob, alpha_range).to(x.dtype)
+    if torch.jit.is_scripting() or torch.compiler.is_compiling() or not can_add_in_place(x, shortcut):
+        # TorchScript cannot run an autograd.Function, and the compilers cannot trace `out=` into an input but
+        # fuse the unfused formulation themselves.
+        branch = _apply_coefficients(x, forward_coef, backward_coef) if training else x * forward_coef
+        return add_padded_shortcut(branch, shortcut)
+    return _ShakeDropAddFunction.apply(x, shortcut, forward_coef, backward_coef)
 
 
 @register_notrace_function
@@ -200,10 +272,12 @@ def _shake_drop_train(
     return _apply_coefficients(x, forward_coef, backward_coef)
 
 
-# Random draws depend on the batch size, which symbolic tracing cannot know: keep the training step a leaf in
-# both torch.fx.symbolic_trace and timm's feature extraction tracer.
+# Random draws depend on the batch size, which symbolic tracing cannot know, and the fused step updates a slice
+# of x in place, which it cannot record: keep both leaves in torch.fx.symbolic_trace and timm's feature tracer.
 register_notrace_function(_shake_drop_train)
 torch.fx.wrap('_shake_drop_train')
+register_notrace_function(_shake_drop_add)
+torch.fx.wrap('_shake_drop_add')
 
 
 class ShakeDrop(nn.Module):
@@ -277,7 +351,19 @@ class ShakeDrop(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.training:
             return _shake_drop_train(x, self.keep_prob, self.alpha_range, self.beta_range, self.level, self.gate_level)
-        return x * self.eval_scale().to(x.dtype)
+        return x * _eval_scale_tensor(self.keep_prob, self.alpha_range).to(x.dtype)
+
+    def add_to_shortcut(self, x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor:
+        """Return ShakeDrop(x) + concat(shortcut, zeros) along dim 1, computed in place in `x`.
+
+        This is `add_padded_shortcut(self(x), shortcut)` in one pass over `x` and without a new tensor of its
+        size, in training (same draws, same gradients) and in evaluation (the expectation scale, no random op).
+        `x` must be a tensor that the caller owns and that no backward pass needs, such as the output of the
+        branch's last BN, and the spatial sizes must match. The result is `x` itself, except under TorchScript,
+        torch.compile and torch.export and for a shortcut of another dtype, which take the unfused steps.
+        """
+        return _shake_drop_add(
+            x, shortcut, self.keep_prob, self.training, self.alpha_range, self.beta_range, self.level, self.gate_level)
 
     def extra_repr(self) -> str:
         return (

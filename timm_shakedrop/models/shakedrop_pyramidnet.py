@@ -80,6 +80,9 @@ class PyramidBasicBlock(nn.Module):
         x = self.act2(x)
         x = self.conv2(x)
         x = self.bn3(x)
+        if not torch.jit.is_scripting() and isinstance(self.drop_path, ShakeDrop):
+            # ShakeDrop and the shortcut addition in one pass, in place in the BN output.
+            return self.drop_path.add_to_shortcut(x, shortcut)
         x = self.drop_path(x)
         return add_padded_shortcut(x, shortcut)
 
@@ -125,6 +128,9 @@ class PyramidBottleneck(nn.Module):
         x = self.act3(x)
         x = self.conv3(x)
         x = self.bn4(x)
+        if not torch.jit.is_scripting() and isinstance(self.drop_path, ShakeDrop):
+            # ShakeDrop and the shortcut addition in one pass, in place in the BN output.
+            return self.drop_path.add_to_shortcut(x, shortcut)
         x = self.drop_path(x)
         return add_padded_shortcut(x, shortcut)
 
