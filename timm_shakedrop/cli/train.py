@@ -99,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help='AMP dtype (default: float16 on CUDA, bfloat16 on the CPU)')
     group.add_argument('--no-ddp-bb', action='store_true', default=False, help='do not broadcast buffers in DDP')
     group.add_argument('--local_rank', '--local-rank', default=0, type=int, help=argparse.SUPPRESS)
+    group.add_argument('--num-threads', type=int, default=0, metavar='N',
+                       help="CPU threads for torch's operators (torch.set_num_threads); 0 keeps torch's default of "
+                            "one per core")
     group.add_argument('--device-modules', default=None, type=str, nargs='+',
                        help='modules to import before training, for device backends')
 

@@ -8,7 +8,7 @@ from typing import Any, List
 import torch
 import torch.distributed as dist
 
-__all__ = ['all_gather_objects', 'any_rank_true', 'check_sync_bn_supported']
+__all__ = ['all_gather_objects', 'any_rank_true', 'check_sync_bn_supported', 'init_device']
 
 
 def any_rank_true(flag: bool, distributed: bool, device: torch.device) -> bool:
@@ -41,3 +41,25 @@ def check_sync_bn_supported(sync_bn: bool, device: torch.device) -> None:
             f'--sync-bn needs CUDA: torch.nn.SyncBatchNorm does not run on {device.type} tensors. '
             f'Leave it out; --dist-bn reduce (the default) averages the BN statistics across ranks after '
             f'each epoch instead.')
+
+
+def init_device(args) -> torch.device:
+    """Set `args.device`, `distributed`, `world_size`, `rank` and `local_rank`, and return the device.
+
+    timm's `init_distributed_device` starts the process group from the torchrun environment. When the
+    caller has already started it, the existing group is used instead of starting a second one.
+    """
+    import os
+
+    from timm.utils import init_distributed_device
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return init_distributed_device(args)
+    args.distributed = True
+    args.world_size = dist.get_world_size()
+    args.rank = dist.get_rank()
+    args.local_rank = int(os.environ.get('LOCAL_RANK', 0))
+    if args.device.startswith('cuda'):
+        args.device = f'cuda:{args.local_rank}'
+        torch.cuda.set_device(args.device)
+    return torch.device(args.device)

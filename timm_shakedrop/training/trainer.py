@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from ..data import create_split_dataset, dataset_class_names, dataset_kind, resolve_data_config
 from .checkpoint import ResumableCheckpointSaver, capture_rng_state, load_training_checkpoint, restore_rng_state
-from .distributed import all_gather_objects, any_rank_true, check_sync_bn_supported
+from .distributed import all_gather_objects, any_rank_true, check_sync_bn_supported, init_device
 from .outputs import create_run_dir, read_summary, write_args_yaml
 from .signals import StopRequest
 from .transforms import TORCHVISION_AUTO_AUGMENT, create_train_transform
@@ -37,8 +37,10 @@ _logger = logging.getLogger(__name__)
 
 __all__ = ['NonFiniteLossError', 'Trainer', 'TrainingInterrupted', 'TrainResult']
 
-# Attributes that describe the process, not the experiment: recomputed on resume, never taken from a checkpoint.
-RUNTIME_ARGS = ('device', 'distributed', 'world_size', 'rank', 'local_rank', 'prefetcher', 'resume', 'start_epoch')
+# Attributes that describe the process or where it writes, not the experiment: a resume takes them from the
+# command line, never from the checkpoint.
+RUNTIME_ARGS = ('device', 'distributed', 'world_size', 'rank', 'local_rank', 'prefetcher', 'resume', 'start_epoch',
+                'output', 'experiment', 'num_threads')
 
 
 class TrainingInterrupted(Exception):
@@ -119,12 +121,16 @@ class Trainer:
 
         self.args = args
         self.start_time = time.time()
-        args.prefetcher = not args.no_prefetcher
+        # timm's prefetcher loads one batch ahead. Without worker processes that load draws from the main
+        # generator between two steps, where a mid-epoch resume cannot replay it, so it needs workers.
+        args.prefetcher = not args.no_prefetcher and args.workers > 0
         args.grad_accum_steps = max(1, args.grad_accum_steps)
         if not args.device:
             args.device = 'cuda' if torch.cuda.is_available() else 'cpu'
         self._check_args()
-        self.device = utils.init_distributed_device(args)
+        if args.num_threads:
+            torch.set_num_threads(args.num_threads)
+        self.device = init_device(args)
         self.is_primary = utils.is_primary(args)
         check_sync_bn_supported(args.sync_bn, self.device)
         if self.device.type == 'cuda':
@@ -440,8 +446,10 @@ class Trainer:
 
         args = self.args
         resume_dir = os.path.dirname(os.path.abspath(args.resume)) if args.resume else None
-        if resume_dir and os.path.isfile(os.path.join(resume_dir, 'args.yaml')) and not args.experiment:
-            # A resumed run continues in its own folder: rows from the resumed epoch on are replaced.
+        continue_in_place = not args.experiment and not args.output
+        if resume_dir and os.path.isfile(os.path.join(resume_dir, 'args.yaml')) and continue_in_place:
+            # A resumed run continues in its own folder unless --output or --experiment sends it elsewhere;
+            # summary rows from the resumed epoch on are replaced.
             self.run_dir = resume_dir
             trim_summary(os.path.join(self.run_dir, 'summary.csv'), self.start_epoch)
         else:
