@@ -308,7 +308,7 @@ def test_compile_fullgraph_training():
     """Dynamo captures the converted ViT in one graph and each call draws afresh.
 
     The aot_eager backend runs Dynamo and AOTAutograd (where ShakeDrop's autograd.Function is traced) without
-    generating C++ kernels, which would take about a minute on 2 cores.
+    generating C++ kernels, the slow part of a first compile on a CPU.
     """
     torch._dynamo.reset()
     torch.manual_seed(0)

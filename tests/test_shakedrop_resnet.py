@@ -136,7 +136,7 @@ def _cifar_4stage_count(blocks_per_stage, num_classes: int = 10) -> int:
     """The 4-stage ResNet-18/34 for 32x32 input: timm's basic blocks behind a 3x3 stem of 64 channels.
 
     Stem: 3x3 conv 3 -> 64 and a BN. Each block of width c with input c_in: 3x3 convs 9 * c_in * c and 9 * c * c,
-    two BNs of 2c; where the shape changes, a 1x1 projection c_in * c with a BN of 2c. Head: FC 512 -> classes.
+    and two BNs of 2c. Where the shape changes, a 1x1 projection c_in * c with a BN of 2c. Head: FC 512 -> classes.
     """
     total = 9 * 3 * 64 + 2 * 64
     in_chs = 64

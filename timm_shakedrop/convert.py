@@ -3,8 +3,8 @@
 `apply_shakedrop` puts a `ShakeDrop` layer into the stochastic-depth slot of every residual branch of a timm
 model. timm names that slot `drop_path` (ResNet, ConvNeXt, EfficientNet blocks) or `drop_path1` and `drop_path2`
 (ViT-style blocks with an attention and an MLP branch). At timm's default `drop_path_rate=0` a slot holds
-`nn.Identity` (or `None` in timm's ResNet blocks, whose forward skips a `None` slot, and in block 0 of a timm
-ResNet even at a higher rate), so slots are found by attribute name, not by looking for `DropPath` instances.
+`nn.Identity`, or `None` in timm's ResNet blocks, whose forward skips a `None` slot. Block 0 of a timm ResNet
+holds `None` at any rate. So slots are found by attribute name, not by looking for `DropPath` instances.
 
 ShakeDrop: Yamada, Iwamura, Akiba, Kise, "ShakeDrop Regularization for Deep Residual Learning",
 IEEE Access 7, 2019 (arXiv:1802.02375). Keep probabilities follow its linear rule
@@ -60,15 +60,15 @@ class ResidualSlot(NamedTuple):
 def _is_norm(module: nn.Module) -> bool:
     if isinstance(module, _TORCH_NORMS):
         return True
-    # timm's RmsNorm, SimpleNorm and FrozenBatchNorm2d families hold their own weights or statistics;
-    # composites such as ConvNormAct hold none directly and are searched layer by layer instead.
+    # timm's RmsNorm, SimpleNorm and FrozenBatchNorm2d families own their weights or statistics. Composites such
+    # as ConvNormAct own none directly, so the search goes through their layers instead.
     has_own_tensors = next(module.parameters(recurse=False), None) is not None
     has_own_tensors = has_own_tensors or next(module.buffers(recurse=False), None) is not None
     return 'Norm' in type(module).__name__ and has_own_tensors
 
 
 def _passes_through(module: nn.Module) -> bool:
-    """Whether a layer leaves the question 'does the branch end in a norm' to the layer before it."""
+    """Return True for layers that do not decide whether a branch ends in a norm (identity, activation, dropout)."""
     if isinstance(module, (nn.Identity, ShakeDrop)):
         return True
     if isinstance(module, nn.MultiheadAttention):
@@ -101,6 +101,7 @@ def _branch_ends_in_norm(block: nn.Module, slot_name: str) -> bool:
     that timm's ResNet blocks register the ReLU that follows the addition before the slot, so stand-alone
     activations and dropouts are skipped wherever they sit.
     """
+    # NOTE: a block that registers its layers in another order than it applies them can be misjudged.
     last = None
     for name, child in block.named_children():
         if name == slot_name:
@@ -127,6 +128,7 @@ def find_residual_slots(model: nn.Module) -> list[ResidualSlot]:
     A slot is an attribute named `drop_path`, `drop_path1` or `drop_path2` holding None, `nn.Identity`, timm's
     `DropPath` or a `ShakeDrop`. Blocks come in `named_modules()` order, and a block's slots in the order above.
     """
+    # NOTE: a block that calls one `drop_path` module for two branches gets one slot, so one keep probability.
     slots = []
     for block_name, block in model.named_modules():
         if isinstance(block, ShakeDrop):
@@ -171,13 +173,13 @@ def apply_shakedrop(
             `keep_prob` entries of weights loaded later set the rates, an explicit value keeps its own rates.
             This is not timm's stochastic-depth rate, whose rule starts at 0 for the first block.
         alpha_range: Bounds of the forward coefficient alpha for every branch. None takes (-1, 1) for branches
-            that end in a normalization layer and (0, 0) for the others; a range other than (0, 0) on a branch
-            without a final normalization layer warns, because the ShakeDrop paper found alpha in [-1, 1]
+            that end in a normalization layer and (0, 0) for the others. A range other than (0, 0) on a branch
+            without a final normalization layer warns, because the ShakeDrop paper found that alpha in [-1, 1]
             trains only behind a BN.
         beta_range: Bounds of the backward coefficient beta, inside [0, 1].
         level: Granularity of alpha and beta: 'batch', 'sample', 'channel' or 'pixel'. 'channel' draws per
-            index of dim 1, the channel dim of NCHW feature maps; it is rejected for models with
-            `drop_path1`/`drop_path2` slots, whose token (N, T, C) or NHWC tensors have no channel at dim 1.
+            index of dim 1, the channel dim of NCHW feature maps. Models with `drop_path1`/`drop_path2` slots
+            reject it, because their token (N, T, C) or NHWC tensors have no channel at dim 1.
         gate_level: Granularity of the Bernoulli gate: 'batch' or 'sample'; None matches `level`.
 
     Returns:
@@ -206,6 +208,7 @@ def apply_shakedrop(
         raise ValueError(
             f'The model already contains ShakeDrop in {len(converted)} slots (first: {converted[0]!r}). Convert '
             f'the original model, or change the rates with ShakeDrop.set_drop_prob.')
+    # NOTE: 'channel' on `drop_path` slots assumes NCHW branch outputs, as in timm's CNN blocks.
     token_slots = [slot.name for slot in slots if slot.slot_name != 'drop_path']
     if level == 'channel' and token_slots:
         raise ValueError(

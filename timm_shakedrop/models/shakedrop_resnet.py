@@ -16,8 +16,8 @@ probabilities p_l = 1 - (l / L) * drop_path_rate over all L residual units:
   zero). Basic units give ResNet-20/56/110. Pre-activation bottlenecks give ResNet-164, with a BN added at the end
   of each branch because the ShakeDrop paper found that ResNet-family branches need one for alpha in [-1, 1].
 * `ShakeDropResNet` on timm's own `ResNet`, so that state-dict keys, parameter counts and timm's ResNet weights
-  carry over: ResNet-50/101/152 and ResNeXt-50 (32x4d) for ImageNet, and with `stem_type='cifar'` (3x3 stride-1
-  stem, no max pool) the 4-stage ResNet-18/34 layout for 32x32 input with 1x1 projection shortcuts.
+  carry over. It builds ResNet-50/101/152 and ResNeXt-50 (32x4d) for ImageNet. With `stem_type='cifar'` (3x3
+  stride-1 stem, no max pool) it builds the 4-stage ResNet-18/34 for 32x32 input with 1x1 projection shortcuts.
 """
 from collections.abc import Callable
 from functools import partial
@@ -86,7 +86,7 @@ class StrideSubsample(nn.Module):
 
 
 class CifarBasicBlock(nn.Module):
-    """3x3 conv (stride s), BN, ReLU, 3x3 conv, BN, ShakeDrop; add the option-A shortcut; ReLU."""
+    """Basic unit: 3x3 conv (stride s), BN, ReLU, 3x3 conv, BN, ShakeDrop, then the option-A shortcut and a ReLU."""
     expansion = 1
 
     def __init__(
@@ -186,7 +186,7 @@ class CifarResNet(nn.Module):
     """He et al.'s CIFAR ResNet with zero-padded identity shortcuts and ShakeDrop in every residual unit.
 
     Stem: 3x3 conv, BN, ReLU. Stages of `channels` widths, stride 1 then 2. Basic units are post-activation
-    (ReLU after the addition, no final norm); pre-activation bottleneck units end the network with BN and ReLU.
+    (ReLU after the addition, no final norm). With pre-activation bottleneck units the network ends in BN and ReLU.
 
     Args:
         layers: Number of units in each stage.
@@ -305,7 +305,7 @@ class CifarResNet(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """He-normal conv weights (fan out), BN weight 1 and bias 0; the classifier keeps PyTorch's init."""
+        """Initialize conv weights He-normal (fan out), BN weights to 1 and BN biases to 0, but not the classifier."""
         for module in self.modules():
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode='fan_out', nonlinearity='relu')
@@ -426,9 +426,9 @@ class ShakeDropResNet(ResNet):
     timm's blocks apply `drop_path` after the last BN of the branch (and after SE attention where configured),
     before the addition and the block's final ReLU, which is where ShakeDrop belongs. This class builds timm's
     network without stochastic depth and puts a ShakeDrop layer into that slot of every block, block 0 of each
-    stage included. Parameters, their names and shapes equal timm's; the state dict adds one `keep_prob`
-    buffer per block (`layerN.M.drop_path.keep_prob`), which timm's own ResNet weights lack and still load
-    without. Other keyword arguments go to timm's `ResNet`, whose DropBlock (`drop_block_rate`) and
+    stage included. Parameters, their names and shapes equal timm's. The state dict adds one `keep_prob`
+    buffer per block (`layerN.M.drop_path.keep_prob`). timm's own ResNet weights lack these buffers and still
+    load. Other keyword arguments go to timm's `ResNet`, whose DropBlock (`drop_block_rate`) and
     `zero_init_last` (zero-initialized weight of each block's last BN) keep timm's behaviour.
 
     Args:
