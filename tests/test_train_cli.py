@@ -13,6 +13,16 @@ from timm_shakedrop.training import load_training_checkpoint
 FAST_ARGV = ['--img-size', '16', '-j', '0', '--num-threads', '1', '--log-interval', '1000', '--seed', '3']
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run each test on one torch thread: two OpenMP threads slow down badly when other processes share the
+    two cores of the test machine."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
 def _run_dir(output) -> str:
     runs = [os.path.join(output, name) for name in os.listdir(output)]
     assert len(runs) == 1, runs

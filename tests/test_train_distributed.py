@@ -23,6 +23,16 @@ BATCH = 8
 PARAM_ATOL = 1e-6
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run each test on one torch thread: two OpenMP threads slow down badly when other processes share the
+    two cores of the test machine."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
 def _fixed_batch(size: int):
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(size, 3, 16, 16, generator=generator)

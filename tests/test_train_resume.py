@@ -20,6 +20,16 @@ STEPS_PER_EPOCH = 4
 RESUME_ATOL = 1e-6
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Run each test on one torch thread: two OpenMP threads slow down badly when other processes share the
+    two cores of the test machine."""
+    num_threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(num_threads)
+
+
 def _tensors(checkpoint):
     """Weights, EMA weights and optimizer momentum buffers, by name."""
     tensors = {f'model.{k}': v for k, v in checkpoint['state_dict'].items()}

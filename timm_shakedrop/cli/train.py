@@ -332,7 +332,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     for module in args.device_modules or []:
         importlib.import_module(module)
 
+    import torch
+
     trainer = None
+    num_threads = torch.get_num_threads()
     try:
         trainer = Trainer(args)
         if is_primary:
@@ -353,11 +356,9 @@ def main(argv: Optional[List[str]] = None) -> int:
                   file=sys.stderr)
         return 128 + int(e.signum)
     finally:
-        if args.distributed if hasattr(args, 'distributed') else False:
-            import torch.distributed as dist
-
-            if dist.is_initialized():
-                dist.destroy_process_group()
+        torch.set_num_threads(num_threads)
+        if getattr(args, 'distributed', False) and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
     if is_primary:
         _print_result(result)

@@ -162,6 +162,8 @@ class ResumableCheckpointSaver(CheckpointSaver):
             state.update(self.task.get_checkpoint_state(ema=True, unwrap_fn=self.unwrap_fn))
         else:
             state['state_dict'] = get_state_dict(self.model, self.unwrap_fn)
+            if self.model_ema is not None:
+                state['state_dict_ema'] = get_state_dict(self.model_ema, self.unwrap_fn)
         if metric is not None:
             state['metric'] = metric
         state['saver'] = self.state_dict(epoch, metric)
