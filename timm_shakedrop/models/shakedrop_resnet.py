@@ -118,8 +118,12 @@ class CifarBasicBlock(nn.Module):
         x = self.act1(x)
         x = self.conv2(x)
         x = self.bn2(x)
-        x = self.drop_path(x)
-        x = add_padded_shortcut(x, shortcut)
+        if not torch.jit.is_scripting() and isinstance(self.drop_path, ShakeDrop):
+            # ShakeDrop and the shortcut addition in one pass, in place in the BN output.
+            x = self.drop_path.add_to_shortcut(x, shortcut)
+        else:
+            x = self.drop_path(x)
+            x = add_padded_shortcut(x, shortcut)
         return self.act2(x)
 
 
@@ -175,6 +179,9 @@ class CifarPreActBottleneck(nn.Module):
         x = self.act3(x)
         x = self.conv3(x)
         x = self.bn4(x)
+        if not torch.jit.is_scripting() and isinstance(self.drop_path, ShakeDrop):
+            # ShakeDrop and the shortcut addition in one pass, in place in the BN output.
+            return self.drop_path.add_to_shortcut(x, shortcut)
         x = self.drop_path(x)
         return add_padded_shortcut(x, shortcut)
 
