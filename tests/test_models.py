@@ -608,3 +608,22 @@ def test_import_with_warnings_as_errors():
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_whole_model_pickles_and_deepcopies(tmp_path, caplog):
+    import copy
+
+    torch.manual_seed(0)
+    model = timm.create_model(SMALL, drop_path_rate=0.2)
+    path = tmp_path / 'model.pt'
+    torch.save(model, path)
+    loaded = torch.load(path, weights_only=False)
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(_eval_output(loaded, x), _eval_output(model, x), rtol=0, atol=0)
+    # The copy's load hook reports on the copy's own units.
+    clone = copy.deepcopy(model)
+    state_dict = {k: v for k, v in model.state_dict().items() if not k.endswith('keep_prob')}
+    with caplog.at_level(logging.WARNING, logger='timm_shakedrop'):
+        clone.load_state_dict(state_dict)
+    assert '9 of 9 ShakeDrop units found no `keep_prob`' in caplog.text
+    assert 'drop_path_rate=0.2' in caplog.text

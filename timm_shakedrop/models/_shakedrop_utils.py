@@ -51,22 +51,28 @@ def configure_keep_prob_loading(model: nn.Module, rate_is_explicit: bool, drop_p
         module.keep_prob_from_weights = not rate_is_explicit
     if not modules:
         return
+    model._shakedrop_built_rate = drop_path_rate
+    # A module-level function, not a closure, so that `torch.save(model)` pickles and `copy.deepcopy` (as timm's
+    # EMA does) gives the copy a hook that reads the copy's own modules.
+    model.register_load_state_dict_post_hook(log_keep_prob_source)
 
-    def _log_keep_prob_source(module, incompatible_keys):
-        events = [m.last_keep_prob_load for m in modules.values()]
-        missing = events.count('missing')
-        overridden = events.count('kept')
-        if missing:
-            _logger.warning(
-                f'{missing} of {len(modules)} ShakeDrop units found no `keep_prob` in the loaded weights and keep '
-                f'the rates built with drop_path_rate={drop_path_rate}; their evaluation scale is the keep '
-                f'probability, so pass the rate the weights were trained with, or drop_path_rate=0 for weights '
-                f'trained without ShakeDrop.')
-        if overridden:
-            _logger.info(
-                f'Kept the ShakeDrop rates of drop_path_rate={drop_path_rate} passed at creation in place of '
-                f'the {overridden} keep probabilities stored in the loaded weights.')
-        for m in modules.values():
-            m.last_keep_prob_load = None
 
-    model.register_load_state_dict_post_hook(_log_keep_prob_source)
+def log_keep_prob_source(model: nn.Module, incompatible_keys) -> None:
+    """Log, once per `load_state_dict`, which ShakeDrop rates the model kept (a load state dict post hook)."""
+    modules = list(shake_drop_modules(model).values())
+    events = [m.last_keep_prob_load for m in modules]
+    missing = events.count('missing')
+    overridden = events.count('kept')
+    drop_path_rate = getattr(model, '_shakedrop_built_rate', None)
+    if missing:
+        _logger.warning(
+            f'{missing} of {len(modules)} ShakeDrop units found no `keep_prob` in the loaded weights and keep '
+            f'the rates built with drop_path_rate={drop_path_rate}; their evaluation scale is the keep '
+            f'probability, so pass the rate the weights were trained with, or drop_path_rate=0 for weights '
+            f'trained without ShakeDrop.')
+    if overridden:
+        _logger.info(
+            f'Kept the ShakeDrop rates of drop_path_rate={drop_path_rate} passed at creation in place of '
+            f'the {overridden} keep probabilities stored in the loaded weights.')
+    for m in modules:
+        m.last_keep_prob_load = None
