@@ -389,15 +389,33 @@ def benchmark_network(
     return list(rows.values())
 
 
+def _paired_ratio(values: List[float], reference: List[float]) -> Optional[float]:
+    # Variants of one round run back to back, so the ratio within a round cancels drift between rounds.
+    if not values or len(values) != len(reference):
+        return None
+    return statistics.median(v / r for v, r in zip(values, reference, strict=True))
+
+
 def add_ratios(rows: List[Dict]) -> None:
-    """Add each row's ratios to the identity variant of the same network and mode, where one was measured."""
+    """Add each row's ratios to the identity variant of the same network and mode, where one was measured.
+
+    Time ratios are the median over rounds of the ratio within each round; throughput ratios are their
+    inverses. Memory ratios divide the single measurements.
+    """
     identity = {(r['network'], r['mode']): r for r in rows if r['variant'] == 'identity'}
     for row in rows:
         reference = identity.get((row['network'], row['mode']))
         if reference is None:
             continue
-        for key in ('step_s', 'step_cpu_s', 'peak_bytes', 'peak_growth_bytes', 'eval_images_per_s',
-                    'eval_images_per_cpu_s'):
+        for key, samples in (('step_s', 'step_s_all'), ('step_cpu_s', 'step_cpu_s_all')):
+            ratio = _paired_ratio(row.get(samples, []), reference.get(samples, []))
+            if ratio is not None:
+                row[key + '_vs_identity'] = ratio
+        for key, samples in (('eval_images_per_s', 'eval_s_all'), ('eval_images_per_cpu_s', 'eval_cpu_s_all')):
+            ratio = _paired_ratio(reference.get(samples, []), row.get(samples, []))
+            if ratio is not None:
+                row[key + '_vs_identity'] = ratio
+        for key in ('peak_bytes', 'peak_growth_bytes'):
             if key in row and reference.get(key):
                 row[key + '_vs_identity'] = row[key] / reference[key]
 

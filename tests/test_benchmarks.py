@@ -41,9 +41,14 @@ def test_quick_rows_hold_measurements(quick_result):
 def test_quick_ratios_relative_to_identity(quick_result):
     rows = {row['variant']: row for row in quick_result['results']}
     for key in ('step_s', 'step_cpu_s', 'peak_bytes', 'peak_growth_bytes', 'eval_images_per_s'):
-        assert rows['identity'][key + '_vs_identity'] == 1.0
-        ratio = rows['shakedrop'][key] / rows['identity'][key]
-        assert rows['shakedrop'][key + '_vs_identity'] == pytest.approx(ratio)
+        assert rows['identity'][key + '_vs_identity'] == pytest.approx(1.0)
+    shakedrop, identity = rows['shakedrop'], rows['identity']
+    # Time ratios pair the variants round by round; memory ratios divide the single measurements.
+    per_round = sorted(s / i for s, i in zip(shakedrop['step_s_all'], identity['step_s_all'], strict=True))
+    assert shakedrop['step_s_vs_identity'] == pytest.approx(per_round[1])
+    eval_per_round = sorted(i / s for s, i in zip(shakedrop['eval_s_all'], identity['eval_s_all'], strict=True))
+    assert shakedrop['eval_images_per_s_vs_identity'] == pytest.approx(eval_per_round[1])
+    assert shakedrop['peak_bytes_vs_identity'] == pytest.approx(shakedrop['peak_bytes'] / identity['peak_bytes'])
 
 
 def test_quick_records_environment(quick_result):
