@@ -131,19 +131,33 @@ def test_learning_curve_png(digits_run):
 
 
 @pytest.mark.slow
-def test_final_lines_name_checkpoint_and_export(tmp_path, capsys):
+def test_final_lines_name_checkpoint_and_export(tmp_path, capsys, caplog, monkeypatch):
+    import logging
+    import sys
+
     argv = FAST_ARGV + ['--train-num-samples', '32', '--val-num-samples', '20', '-b', '16', '--epochs', '1',
                         '--output', str(tmp_path), '--experiment', 'final']
-    assert main(argv) == 0
-    out = capsys.readouterr().out.splitlines()
+    with caplog.at_level(logging.INFO, logger='timm_shakedrop'):
+        assert main(argv) == 0
+    epoch_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith('Epoch 0/0, ')]
+    assert len(epoch_lines) == 1
+    for part in ('train loss ', 'lr ', ' img/s', 'eval loss ', 'top-1 ', 'top-5 '):
+        assert part in epoch_lines[0]
+    captured = capsys.readouterr()
+    assert '\r' not in captured.err  # no progress bar without a terminal
+    out = captured.out.splitlines()
     best = os.path.join(str(tmp_path), 'final', 'model_best.pth.tar')
     assert f'Checkpoint: {best}' in out
     assert out[-2] == 'Export it with:'
     assert out[-1] == f'  timm-shakedrop export {best} --output {os.path.join(str(tmp_path), "final", "export")}'
 
-    # A second run with the same experiment name gets a new folder.
+    # A second run with the same experiment name gets a new folder; on a terminal it draws a progress bar.
+    monkeypatch.setattr(sys.stderr, 'isatty', lambda: True, raising=False)
     assert main(argv) == 0
     assert sorted(os.listdir(tmp_path)) == ['final', 'final-1']
+    err = capsys.readouterr().err
+    assert '\r' in err
+    assert 'Epoch 0' in err
 
 
 def _one_line_error(capsys, argv, expected_code=2):

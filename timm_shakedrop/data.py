@@ -11,7 +11,7 @@ chosen by a seeded `numpy.random.RandomState` permutation, is the validation spl
 import functools
 import logging
 import os
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -414,6 +414,3 @@ def create_eval_dataset(args: Mapping[str, Any]) -> Tuple[torch.utils.data.Datas
     names = args.get('class_names') or dataset_class_names(ds)
     return ds, list(names)
 
-
-def _as_tuple(value: Optional[Sequence[float]]) -> Optional[Tuple[float, ...]]:
-    return None if value is None else tuple(float(v) for v in value)

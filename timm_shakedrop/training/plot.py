@@ -6,7 +6,7 @@ __all__ = ['plot_learning_curve']
 
 
 def plot_learning_curve(rows: List[Dict[str, float]], path: str, title: str = '') -> str:
-    """Draw train/eval loss and eval top-1 (and the EMA's when present) per epoch into a PNG at `path`.
+    """Draw train and eval loss and eval top-1 accuracy (and the EMA's when present) per epoch into a PNG.
 
     Uses matplotlib's Agg canvas directly, so the caller's pyplot backend is left alone. The file is
     written through a temporary name, so a reader never sees half a PNG.
@@ -28,11 +28,11 @@ def plot_learning_curve(rows: List[Dict[str, float]], path: str, title: str = ''
     loss_axes.legend()
     loss_axes.grid(True, alpha=0.3)
 
-    for key, label in (('eval_top1', 'eval top-1'), ('eval_ema_top1', 'eval EMA top-1'), ('eval_top5', 'eval top-5')):
+    for key, label in (('eval_top1', 'eval'), ('eval_ema_top1', 'eval EMA')):
         if rows and key in rows[0]:
             acc_axes.plot(epochs, [row[key] for row in rows], marker='o', markersize=3, label=label)
     acc_axes.set_xlabel('epoch')
-    acc_axes.set_ylabel('accuracy (%)')
+    acc_axes.set_ylabel('top-1 accuracy (%)')
     acc_axes.legend(loc='lower right')
     acc_axes.grid(True, alpha=0.3)
 
