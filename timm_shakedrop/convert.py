@@ -22,6 +22,7 @@ from torch import nn
 from .layers import ShakeDrop, validate_shake_drop_args
 from .layers.shake_drop import shake_drop_keep_probs
 from .models._shakedrop_utils import configure_keep_prob_loading, resolve_drop_path_rate
+from .models.shakedrop_converted import CONVERTED_ARCHITECTURE
 
 __all__ = ['ResidualSlot', 'apply_shakedrop', 'find_residual_slots']
 
@@ -152,6 +153,28 @@ def _device_of(module: nn.Module, fallback: nn.Module) -> torch.device | None:
     return None
 
 
+def _record_converted_architecture(model: nn.Module, shakedrop_args: dict) -> None:
+    """Make timm's Hub config of `model` name the converted architecture, so that timm rebuilds it.
+
+    `save_config_for_hf` writes `pretrained_cfg['architecture']` and the arguments that `update_model_args`
+    records. A model whose config names no registered timm model (one built without `timm.create_model`) is left
+    as it is.
+    """
+    from timm.models import is_model
+    from timm.models._input import update_model_args
+
+    cfg = getattr(model, 'pretrained_cfg', None)
+    base_model = cfg.get('architecture') if isinstance(cfg, dict) else None
+    if not isinstance(base_model, str) or not is_model(base_model):
+        _logger.debug(f'{type(model).__name__} names no registered timm architecture; its Hub config stays as is.')
+        return
+    model.pretrained_cfg = dict(cfg, architecture=CONVERTED_ARCHITECTURE)
+    model.default_cfg = model.pretrained_cfg
+    # A recorded `drop_path_rate` was the base model's stochastic-depth rate; the converted model's is ShakeDrop's.
+    model._model_args = {k: v for k, v in getattr(model, '_model_args', {}).items() if k != 'drop_path_rate'}
+    update_model_args(model, base_model=base_model, **{k: v for k, v in shakedrop_args.items() if v is not None})
+
+
 def apply_shakedrop(
         model: nn.Module,
         drop_path_rate: float | None = None,
@@ -183,7 +206,10 @@ def apply_shakedrop(
         gate_level: Granularity of the Bernoulli gate: 'batch' or 'sample'; None matches `level`.
 
     Returns:
-        The same model, converted.
+        The same model, converted. A model built by `timm.create_model` also gets a pretrained config naming the
+        architecture `shakedrop` and records `base_model` and these arguments as timm's model arguments, so
+        that `timm.models.save_for_hf` writes a config from which `timm.create_model('local-dir:...',
+        pretrained=True)` rebuilds the converted model.
 
     Raises:
         ValueError: for a model without slots, a model that already contains ShakeDrop, 'channel' level on
@@ -245,4 +271,11 @@ def apply_shakedrop(
         f'Put ShakeDrop into {len(slots)} residual branches of {type(model).__name__} '
         f'({sum(s.ends_in_norm for s in slots)} ending in a normalization layer), drop_path_rate={drop_path_rate}.')
     configure_keep_prob_loading(model, drop_path_rate_explicit, drop_path_rate)
+    _record_converted_architecture(model, dict(
+        drop_path_rate=drop_path_rate if drop_path_rate_explicit else None,
+        shakedrop_alpha_range=None if alpha_range is None else tuple(alpha_range),
+        shakedrop_beta_range=tuple(beta_range),
+        shakedrop_level=level,
+        shakedrop_gate_level=gate_level,
+    ))
     return model

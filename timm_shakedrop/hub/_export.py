@@ -107,17 +107,45 @@ def _missing_keep_prob_keys(model: nn.Module, state_dict: dict[str, torch.Tensor
             if isinstance(module, ShakeDrop) and f'{name}.keep_prob' not in state_dict]
 
 
+def _converted_architecture(arch: str, state_dict: dict[str, torch.Tensor],
+                            kwargs: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Return the architecture and arguments to build for weights that may come from `apply_shakedrop`.
+
+    A training script that converts a timm model with `timm_shakedrop.apply_shakedrop` records the plain timm
+    name (`resnet18`), while the weights carry one `keep_prob` buffer per residual branch. Such weights are built
+    as the registered converted architecture with that name as `base_model`.
+    """
+    import timm
+
+    from ..layers import ShakeDrop
+    from ..models import CONVERTED_ARCHITECTURE
+
+    if arch == CONVERTED_ARCHITECTURE or not any(k.endswith('.keep_prob') for k in state_dict):
+        return arch, kwargs
+    base_kwargs = {k: v for k, v in kwargs.items() if not k.startswith('shakedrop_')}
+    try:
+        with torch.device('meta'):
+            probe = timm.create_model(arch, pretrained=False, **base_kwargs)
+    except (RuntimeError, TypeError, ValueError) as error:
+        raise RuntimeError(f'Cannot build model {arch!r} with {base_kwargs}: {error}') from error
+    if any(isinstance(m, ShakeDrop) for m in probe.modules()):
+        return arch, kwargs
+    # NOTE: the weights do not store alpha ranges; apply_shakedrop's defaults (or shakedrop_* model_kwargs of the
+    # run) are assumed, and the evaluation scale is right for them and for any other range of mean 0.
+    _logger.info(f'The weights of {arch!r} carry ShakeDrop keep_prob buffers (a model converted with '
+                 f'apply_shakedrop); building {CONVERTED_ARCHITECTURE!r} with base_model={arch!r}.')
+    return CONVERTED_ARCHITECTURE, dict(kwargs, base_model=arch)
+
+
 def _build_model(arch: str, state_dict: dict[str, torch.Tensor], args: dict[str, Any]) -> nn.Module:
     """Build `arch` as the run did and load `state_dict`, which must fit it key for key and shape for shape."""
     import timm
 
-    # NOTE: a timm model converted with `timm_shakedrop.apply_shakedrop` records a plain timm arch, so its
-    # keep_prob buffers count as unexpected keys here and such checkpoints are not exported.
-
     kwargs = _model_kwargs_from_args(args)
+    arch, kwargs = _converted_architecture(arch, state_dict, kwargs)
     try:
         model = timm.create_model(arch, pretrained=False, **kwargs)
-    except RuntimeError as error:
+    except (RuntimeError, TypeError, ValueError) as error:
         raise RuntimeError(f'Cannot build model {arch!r} with {kwargs}: {error}') from error
 
     # timm's train.py leaves num_classes and in_chans unset when they are the model's defaults; the weights
@@ -275,6 +303,18 @@ def _training_text(checkpoint: TrainingCheckpoint) -> tuple[str, str | None]:
     return f'Trained{epochs}; the checkpoint records no command and its run folder has no args.yaml.', None
 
 
+def _architecture_title(model: nn.Module, architecture: str, family) -> str:
+    """Name the architecture for the card's summary: the family title, or the base of a converted model."""
+    from ..models import CONVERTED_ARCHITECTURE
+
+    if family is not None:
+        return family.title
+    base_model = getattr(model, '_model_args', {}).get('base_model')
+    if architecture == CONVERTED_ARCHITECTURE and base_model:
+        return f"timm's `{base_model}` with ShakeDrop in every residual branch (`{architecture}`)"
+    return architecture
+
+
 def _render_export_card(
         *,
         model: nn.Module,
@@ -334,7 +374,7 @@ def _render_export_card(
         card_data,
         'exported_model.md',
         title=f'Model card for {name}',
-        summary=(f'{family.title if family else architecture} trained on {dataset_name}, exported from the '
+        summary=(f'{_architecture_title(model, architecture, family)} trained on {dataset_name}, exported from the '
                  f'{weights_label} weights of a training checkpoint by timm-shakedrop.'),
         architecture=architecture,
         family=family,
