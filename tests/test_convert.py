@@ -333,25 +333,31 @@ def test_torch_export_eval():
 
 
 def test_hub_format_round_trip(tmp_path):
-    """save_for_hf stores the plain architecture; converting the rebuilt model and loading the weights restores
-    the keep probabilities from the `keep_prob` buffers."""
+    """save_for_hf names the registered `shakedrop` architecture, and local-dir: rebuilds the converted model with
+    the keep probabilities of the `keep_prob` buffers."""
     trained = apply_shakedrop(_create('resnet18'), drop_path_rate=0.3).eval()
     x = _input('resnet18')
     with torch.no_grad():
         expected = trained(x)
     timm.models.save_for_hf(trained, str(tmp_path), safe_serialization=True)
 
-    rebuilt = timm.create_model(f'local-dir:{tmp_path}', pretrained=False)
-    apply_shakedrop(rebuilt)
-    load_checkpoint(rebuilt, str(tmp_path / 'model.safetensors'))
+    rebuilt = timm.create_model(f'local-dir:{tmp_path}', pretrained=True).eval()
     assert _shake_drop_layers(rebuilt)[-1].keep_prob.item() == pytest.approx(0.7)
-    rebuilt.eval()
     with torch.no_grad():
         torch.testing.assert_close(rebuilt(x), expected, rtol=0, atol=0)
 
-    # The plain architecture alone has no place for the keep probabilities.
-    with pytest.raises(RuntimeError, match='Unexpected key'):
-        timm.create_model(f'local-dir:{tmp_path}', pretrained=True)
+    # Without pretrained weights the rebuilt model is converted too, and loading a checkpoint restores the rates.
+    fresh = timm.create_model(f'local-dir:{tmp_path}', pretrained=False)
+    assert len(_shake_drop_layers(fresh)) == 8
+    load_checkpoint(fresh, str(tmp_path / 'model.safetensors'))
+    with torch.no_grad():
+        torch.testing.assert_close(fresh.eval()(x), expected, rtol=0, atol=0)
+
+
+def test_unregistered_model_keeps_its_config():
+    model = apply_shakedrop(_Block(nn.BatchNorm2d(4)))
+    assert not hasattr(model, 'pretrained_cfg')
+    assert not hasattr(model, '_model_args')
 
 
 def test_explicit_rate_wins_when_loading(caplog):
