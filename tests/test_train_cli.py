@@ -298,3 +298,15 @@ def test_cosine_recipe_steps_every_update():
     assert optimizer.param_groups[0]['lr'] == pytest.approx(0.025, rel=1e-4)
     scheduler.step_update(1800 * 782 - 1)
     assert optimizer.param_groups[0]['lr'] < 1e-9
+
+
+@pytest.mark.slow
+def test_bfloat16_amp_and_channels_last(tmp_path):
+    argv = FAST_ARGV + ['--train-num-samples', '32', '--val-num-samples', '10', '-b', '16', '--epochs', '1',
+                        '--amp', '--channels-last', '--device', 'cpu', '--output', str(tmp_path), '--experiment', 'amp']
+    assert main(argv) == 0
+    checkpoint = load_training_checkpoint(os.path.join(str(tmp_path), 'amp', 'last.pth.tar'))
+    assert checkpoint['args'].amp_dtype == 'bfloat16'
+    assert checkpoint['state_dict']['stem.0.weight'].dtype == torch.float32
+    rows = _read_summary(os.path.join(str(tmp_path), 'amp'))
+    assert 0.0 < float(rows[0]['train_loss']) < 10.0

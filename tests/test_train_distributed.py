@@ -49,8 +49,8 @@ def _worker(out_dir: str) -> None:
     rank = int(os.environ['RANK'])
     dist.init_process_group('gloo')
 
-    # ShakeDrop on: outputs for the same batch in training and in eval mode, then one step, recording the
-    # gradients that the optimizer sees after DDP's all-reduce.
+    # ShakeDrop on: outputs for the same batch in training and in eval mode, then one step. The recorded
+    # gradients are those the optimizer receives after DDP's all-reduce.
     trainer = Trainer(parse_args(TINY_ARGV), create_output=False)
     images, labels = _fixed_batch(BATCH)
     with torch.no_grad():
@@ -85,6 +85,21 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _loopback_only_prefix():
+    """Return a command prefix that runs a program in a network namespace holding only loopback, or [].
+
+    torch's TCPStore, which torchrun starts for the rendezvous, listens on all interfaces whatever the value
+    of MASTER_ADDR. Inside a fresh network namespace the only interface is 127.0.0.1. GLOO_SOCKET_IFNAME
+    binds gloo to loopback in either case.
+    """
+    prefix = ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec "$0" "$@"']
+    try:
+        probe = subprocess.run(prefix + ['true'], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return prefix if probe.returncode == 0 else []
+
+
 @pytest.fixture(scope='module')
 def ddp_run(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp('ddp')
@@ -93,6 +108,8 @@ def ddp_run(tmp_path_factory):
         sys.executable, '-m', 'torch.distributed.run', '--nnodes', '1', '--nproc_per_node', '2',
         '--master_addr', '127.0.0.1', '--master_port', str(_free_port()), __file__, str(out_dir),
     ]
+    # NOTE: without unshare (or its permission) the TCPStore of torchrun listens on every interface.
+    command = _loopback_only_prefix() + command
     completed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-4000:]
     return out_dir

@@ -43,7 +43,7 @@ CIFAR10_STD = (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
 CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
-# Where torchvision looks for each CIFAR archive under --data-dir, for the error message.
+# Archive, extracted folder and files of each CIFAR version under --data-dir, for the error message.
 _CIFAR_FILES = {
     'cifar10': ('cifar-10-python.tar.gz', 'cifar-10-batches-py', 'data_batch_1..5, test_batch, batches.meta'),
     'cifar100': ('cifar-100-python.tar.gz', 'cifar-100-python', 'train, test, meta'),
@@ -53,7 +53,7 @@ _EVAL_SPLITS = ('validation', 'val', 'valid', 'eval', 'evaluation', 'test')
 
 
 class DatasetUnavailableError(RuntimeError):
-    """A dataset's files are missing or unreadable; the message says where they are expected."""
+    """A dataset's files are missing or unreadable. The message names the folder where they are expected."""
 
 
 # Digits
@@ -189,8 +189,8 @@ def native_data_config(kind: str) -> Dict[str, Any]:
 def resolve_data_config(args: Mapping[str, Any], model=None, pretrained_cfg=None) -> Dict[str, Any]:
     """Resolve input size, interpolation, mean, std, crop percentage and crop mode for a run.
 
-    Explicit values in `args` win. Digits and CIFAR fill the rest with their own 32x32 size and channel
-    statistics; other datasets take them from the model's pretrained config, as timm's train.py does.
+    Explicit values in `args` win. Digits and CIFAR fill in the rest with their own 32x32 size and channel
+    statistics. Other datasets take them from the model's pretrained config, as timm's train.py does.
     """
     from timm.data import resolve_data_config as timm_resolve_data_config
 
@@ -389,9 +389,9 @@ def create_eval_dataset(args: Mapping[str, Any]) -> Tuple[torch.utils.data.Datas
 
     Args:
         args: The run's arguments as loaded from its `args.yaml` (a dict). Used keys: `dataset`, `data_dir`,
-            `val_split`, `val_num_samples`, `class_map`, `model`, and the data config keys `input_size`,
-            `img_size`, `mean`, `std`, `interpolation`, `crop_pct`, `crop_mode` (resolved values are stored
-            by `timm-shakedrop train`; missing ones are resolved as in training).
+            `val_split`, `val_num_samples`, `class_map`, `class_names`, `model`, and the data config keys
+            `input_size`, `img_size`, `mean`, `std`, `interpolation`, `crop_pct` and `crop_mode`.
+            `timm-shakedrop train` stores the resolved values. Missing ones are resolved as in training.
 
     Returns:
         `(dataset, class_names)`: the dataset yields `(image, label)` with `image` a normalized float CHW

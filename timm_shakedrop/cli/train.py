@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument('--epochs', type=int, default=300, metavar='N', help='number of epochs')
     group.add_argument('--start-epoch', default=None, type=int, metavar='N', help='epoch to start at')
     group.add_argument('--decay-milestones', default=[90, 180, 270], type=int, nargs='+', metavar='MILESTONES',
-                       help="epochs where 'multistep' divides the learning rate by 1/--decay-rate")
+                       help="epochs at which 'multistep' multiplies the learning rate by --decay-rate")
     group.add_argument('--decay-epochs', type=float, default=90, metavar='N', help="'step' decay interval")
     group.add_argument('--warmup-epochs', type=int, default=5, metavar='N', help='warmup epochs')
     group.add_argument('--warmup-prefix', action='store_true', default=False,

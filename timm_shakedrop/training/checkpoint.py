@@ -1,8 +1,8 @@
 """Checkpoints in timm's format, written atomically, with the state that exact resumption needs.
 
-A checkpoint holds timm's keys (`state_dict`, `state_dict_ema` when EMA is on, `arch`, `args`, `epoch`,
+A checkpoint contains timm's keys (`state_dict`, `state_dict_ema` when EMA is on, `arch`, `args`, `epoch`,
 `optimizer`, `metric`, `version`, `saver`, `amp_scaler` with fp16 AMP), so timm's validate.py, inference.py
-and `load_checkpoint` read it, plus what timm's saver leaves out:
+and `load_checkpoint` read it. It also contains what timm's saver leaves out:
 
 * `scheduler`: the learning-rate scheduler's state dict;
 * `rng_states`: one dict per rank with the torch, CUDA, numpy and Python generator states;
@@ -132,8 +132,8 @@ def load_training_checkpoint(path: str) -> Dict[str, Any]:
 class ResumableCheckpointSaver(CheckpointSaver):
     """timm's `CheckpointSaver` with atomic writes and the extra resume state of `extra_state_fn`.
 
-    timm's saver already writes `last.pth.tar` through a temporary file; this one also fsyncs, never
-    deletes a checkpoint before its replacement is in place, and links `model_best.pth.tar` atomically.
+    timm's saver already writes `last.pth.tar` through a temporary file. This one also fsyncs each file,
+    never deletes a checkpoint before its replacement is in place, and links `model_best.pth.tar` atomically.
 
     Args:
         extra_state_fn: Called at every save; returns the entries added to the checkpoint.

@@ -1,9 +1,9 @@
 """Named training recipes: argument defaults that any command-line flag overrides.
 
 * `shakedrop-cifar`: the CIFAR recipe of Yamada et al., "ShakeDrop Regularization for Deep Residual
-  Learning", IEEE Access 2019 (arXiv:1802.02375): 300 epochs, batch 128, SGD with Nesterov momentum 0.9,
-  lr 0.5 divided by 10 at epochs 150 and 225, weight decay 1e-4, 4-pixel pad and random 32x32 crop,
-  horizontal flip, per-channel normalization.
+  Learning", IEEE Access 2019 (arXiv:1802.02375). It trains 300 epochs at batch 128 with SGD, Nesterov
+  momentum 0.9 and weight decay 1e-4. The lr is 0.5, divided by 10 after 150 and after 225 epochs. The
+  images are padded by 4 pixels, cropped at random to 32x32, flipped and normalized per channel.
 * `pyramidnet272-autoaugment`: the PyramidNet-272 + ShakeDrop recipe of the augmentation-search papers
   (Cubuk et al., "AutoAugment", CVPR 2019, arXiv:1805.09501; Lim et al., "Fast AutoAugment", NeurIPS 2019):
   1800 epochs, batch 64, lr 0.05 with cosine decay to 0 at every step, Nesterov 0.9, weight decay 5e-5,

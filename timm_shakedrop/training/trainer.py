@@ -5,10 +5,10 @@ The set-up follows timm's train.py: `timm.data` datasets, loaders, transforms an
 `create_optimizer_v2`, the schedule from `create_scheduler_v2`, and `timm.utils` for seeding, accuracy,
 distributed reductions and checkpoint bookkeeping. What it adds:
 
-* resumption that reproduces the uninterrupted run: generator states per rank, the scheduler state, and for
-  a recovery checkpoint written mid-epoch the batch index, after which the same epoch continues with the
-  same data order (loaders are built without persistent workers, so each epoch's worker seeds come from
-  the main generator);
+* resumption that reproduces the uninterrupted run. Checkpoints store the generator states of each rank
+  and the scheduler state. A recovery checkpoint written mid-epoch also stores the batch index, and the
+  resumed run continues that epoch with the same data order. Loaders are built without persistent workers,
+  so each epoch's worker seeds come from the main generator;
 * a recovery checkpoint on SIGINT or SIGTERM, atomic checkpoint writes, and a stop on a non-finite loss;
 * per-epoch lines with throughput, EMA evaluation in `summary.csv`, a learning-curve plot.
 """
@@ -196,6 +196,7 @@ class Trainer:
         amp_dtype = getattr(torch, args.amp_dtype)
         self.amp_autocast = partial(torch.autocast, device_type=self.device.type, dtype=amp_dtype)
         if self.device.type == 'cuda' and amp_dtype == torch.float16:
+            # NOTE: the CUDA paths (float16 loss scaling, nccl, SyncBatchNorm) have not been run yet.
             self.loss_scaler = NativeScaler(device='cuda')
 
     def _create_datasets(self) -> None:

@@ -3,8 +3,8 @@
 The CIFAR recipes of ShakeDrop (Yamada et al., 2019) and of the augmentation-search papers pad each 32x32
 image by 4 pixels, crop a random 32x32 window and flip horizontally. timm's `create_transform` only offers
 random-resized crops, so `train_crop_mode='pad'` builds that pipeline from torchvision parts. It can add
-torchvision's AutoAugment CIFAR-10 policy (`auto_augment='cifar10'`; timm's own policies are the ImageNet
-ones) and Cutout (DeVries & Taylor, 2017, arXiv:1708.04552), which timm does not have.
+torchvision's AutoAugment CIFAR-10 policy (`auto_augment='cifar10'`), because timm's own policies are the
+ImageNet ones. It can also add Cutout (DeVries & Taylor, 2017, arXiv:1708.04552), which timm does not have.
 """
 from typing import Any, Mapping, Optional, Sequence
 
@@ -23,8 +23,8 @@ class Cutout(nn.Module):
     """Fill one `size` x `size` square of a CHW tensor with `fill`, centred on a uniformly drawn pixel.
 
     As in DeVries & Taylor's reference code the square may extend past the border, where it is clipped, and
-    it is applied to every image. Applied after normalization `fill=0` is the mean colour; on a uint8 tensor
-    (timm's prefetcher normalizes later) pass the mean in 0-255 units for the same result.
+    it is applied to every image. After normalization, `fill=0` is the mean colour. A uint8 tensor, which
+    timm's prefetcher normalizes later, gets the same result with the mean in 0-255 units as `fill`.
     """
 
     def __init__(self, size: int, fill: Sequence[float] = (0.0,)):
