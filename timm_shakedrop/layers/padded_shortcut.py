@@ -56,8 +56,10 @@ def add_padded_shortcut(x: torch.Tensor, shortcut: torch.Tensor) -> torch.Tensor
     the result takes PyTorch's promoted dtype.
     """
     shortcut_chs = shortcut.shape[1]
-    if torch.jit.is_scripting() or torch.compiler.is_compiling() or not can_add_in_place(x, shortcut):
-        # TorchScript cannot run an autograd.Function; the compilers trace this formulation into fused kernels.
+    if (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or not can_add_in_place(x, shortcut)):
+        # TorchScript and torch.jit.trace (which the ONNX exporter uses) cannot record an in-place autograd.Function,
+        # and the compilers trace this formulation into fused kernels.
         if shortcut_chs == x.shape[1]:
             return x + shortcut
         x[:, :shortcut_chs] += shortcut

@@ -218,9 +218,10 @@ def _shake_drop_add(
         forward_coef, backward_coef = _draw_coefficients(x, keep_prob, alpha_range, beta_range, level, gate_level)
     else:
         forward_coef = backward_coef = _eval_scale_tensor(keep_prob, alpha_range).to(x.dtype)
-    if torch.jit.is_scripting() or torch.compiler.is_compiling() or not can_add_in_place(x, shortcut):
-        # TorchScript cannot run an autograd.Function, and the compilers cannot trace `out=` into an input but
-        # fuse the unfused formulation themselves.
+    if (torch.jit.is_scripting() or torch.jit.is_tracing() or torch.compiler.is_compiling()
+            or not can_add_in_place(x, shortcut)):
+        # TorchScript and torch.jit.trace (and so the ONNX exporter) cannot record an in-place autograd.Function, and
+        # the compilers cannot trace `out=` into an input but fuse the unfused formulation themselves.
         branch = _apply_coefficients(x, forward_coef, backward_coef) if training else x * forward_coef
         return add_padded_shortcut(branch, shortcut)
     return _ShakeDropAddFunction.apply(x, shortcut, forward_coef, backward_coef)
