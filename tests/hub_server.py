@@ -413,25 +413,31 @@ class _BaseHandler(BaseHTTPRequestHandler):
         return self.rfile.read(length) if length else b''
 
     def _handle(self) -> None:
-        hub = self.server.hub
         split = urlsplit(self.path)
         self._query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         self._segments = [unquote(s) for s in split.path.split('/')[1:]]
         self._user: str | None = None
         body = self._read_body()
-        status = 500
+        self._recorded = False
         try:
-            status = self._dispatch(split.path, body)
+            self._dispatch(split.path, body)
         except HubError as error:
-            status = self._send_error(error)
+            self._send_error(error)
         except Exception as error:  # a bug in the server must reach the test as a 500, not a hang
-            status = self._send_error(HubError(500, f'Test server error: {type(error).__name__}: {error}'))
+            self._send_error(HubError(500, f'Test server error: {type(error).__name__}: {error}'))
+
+    def _record(self, status: int) -> None:
+        # Recorded before the response goes out, so a client that has its answer always finds the request logged.
+        if self._recorded:
+            return
+        self._recorded = True
+        hub = self.server.hub
         with hub._lock:
             hub.requests.append(RequestRecord(
                 server=self.server.name,
                 method=self.command,
-                path=split.path,
-                query=split.query,
+                path=urlsplit(self.path).path,
+                query=urlsplit(self.path).query,
                 status=status,
                 authorization='Authorization' in self.headers,
                 user=self._user,
@@ -443,6 +449,7 @@ class _BaseHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes = b'', headers: dict | None = None,
               content_type: str = 'application/json') -> int:
+        self._record(status)
         self.send_response(status)
         self.send_header('Content-Type', content_type)
         self.send_header('Content-Length', str(len(body)))
