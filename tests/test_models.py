@@ -642,3 +642,14 @@ def test_jit_trace_eval_matches_eager(model_name):
         torch.testing.assert_close(traced(other), model(other), rtol=1e-5, atol=1e-5)
     kinds = {node.kind() for node in traced.inlined_graph.nodes()}
     assert 'prim::PythonOp' not in kinds
+
+
+def test_missing_keep_probs_with_explicit_rate_only_informs(caplog):
+    torch.manual_seed(0)
+    state_dict = {k: v for k, v in timm.create_model(SMALL).state_dict().items() if not k.endswith('keep_prob')}
+    model = timm.create_model(SMALL, drop_path_rate=0.0)
+    with caplog.at_level(logging.INFO, logger='timm_shakedrop'):
+        model.load_state_dict(state_dict)
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert not warnings
+    assert 'use drop_path_rate=0.0 passed at creation' in caplog.text

@@ -64,12 +64,16 @@ def log_keep_prob_source(model: nn.Module, incompatible_keys) -> None:
     missing = events.count('missing')
     overridden = events.count('kept')
     drop_path_rate = getattr(model, '_shakedrop_built_rate', None)
-    if missing:
+    if missing and any(m.keep_prob_from_weights for m in modules):
         _logger.warning(
             f'{missing} of {len(modules)} ShakeDrop units found no `keep_prob` in the loaded weights and keep '
             f'the rates built with drop_path_rate={drop_path_rate}; their evaluation scale is the keep '
             f'probability, so pass the rate the weights were trained with, or drop_path_rate=0 for weights '
             f'trained without ShakeDrop.')
+    elif missing:
+        _logger.info(
+            f'{missing} of {len(modules)} ShakeDrop units found no `keep_prob` in the loaded weights and use '
+            f'drop_path_rate={drop_path_rate} passed at creation.')
     if overridden:
         _logger.info(
             f'Kept the ShakeDrop rates of drop_path_rate={drop_path_rate} passed at creation in place of '
