@@ -380,3 +380,120 @@ def test_weights_only_load_of_timm_checkpoint(timm_run):
     assert ckpt.args['drop_path'] == 0.2
     assert ckpt.state_dict_ema is not None
     assert 'drop_path: 0.2' in ckpt.args_yaml
+
+
+# Weights without a training run
+
+@pytest.mark.parametrize('num_classes', [10, 1000])
+def test_export_bare_state_dict_claims_no_run(num_classes, tmp_path, capsys):
+    # A bare state dict in a folder without args.yaml: neither the digits (the trainer's default data) nor their
+    # label names may be attributed to it.
+    torch.manual_seed(0)
+    model = timm.create_model('shakedrop_pyramidnet20_a48', num_classes=num_classes)
+    path = tmp_path / 'bare' / 'weights.pth'
+    path.parent.mkdir()
+    torch.save(model.state_dict(), path)
+    code = cli_main(['export', str(path), '--model', 'shakedrop_pyramidnet20_a48', '--output', str(tmp_path / 'out')])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert 'no validation metrics: the weights come from a bare state dict (`weights.pth`)' in out
+    assert 'metrics for these weights' not in err  # the log line that starts an evaluation
+    config = json.loads((tmp_path / 'out' / 'config.json').read_text())
+    assert config['num_classes'] == num_classes
+    assert 'label_names' not in config
+    card = ModelCard.load(tmp_path / 'out' / 'README.md')
+    assert card.data.datasets is None
+    assert 'digits' not in card.text
+    assert 'exported from the raw weights of a bare state dict (`weights.pth`)' in card.text
+    assert 'their training data and their accuracy are unknown (not measured)' in card.text
+    assert '- **Dataset:** unknown: the weights come from a bare state dict' in card.text
+    assert 'Not measured: the weights come from a bare state dict' in card.text
+    assert "(the architecture's defaults, because no run records its own)" in card.text
+    assert '## Training\n\nUnknown: the weights come from a bare state dict' in card.text
+
+
+def test_export_bare_state_dict_with_given_names(tmp_path):
+    path = tmp_path / 'bare' / 'weights.safetensors'
+    path.parent.mkdir()
+    torch.manual_seed(0)
+    safetensors.torch.save_file(timm.create_model('shakedrop_pyramidnet20_a48').state_dict(), str(path))
+    names = [f'c{i}' for i in range(10)]
+    export_checkpoint(path, tmp_path / 'out', model_name='shakedrop_pyramidnet20_a48', label_names=names,
+                      dataset_ids=['uoft-cs/cifar10'])
+    config = json.loads((tmp_path / 'out' / 'config.json').read_text())
+    assert config['label_names'] == names
+    card = ModelCard.load(tmp_path / 'out' / 'README.md')
+    assert card.data.datasets == ['uoft-cs/cifar10']
+    assert '- **Dataset:** `uoft-cs/cifar10` (given with --dataset-id; no run records the training data)' in (
+        card.text)
+
+
+def test_export_checkpoint_without_args_is_no_run(tmp_path, timm_run):
+    path = tmp_path / 'noargs' / 'checkpoint-2.pth.tar'
+    path.parent.mkdir()
+    torch.save(dict(epoch=2, arch='shakedrop_pyramidnet20_a48', state_dict=timm_run.model.state_dict()), path)
+    result = export_checkpoint(path, tmp_path / 'out')
+    assert result.metrics is None
+    assert result.metrics_note.startswith('the weights come from a training checkpoint (`checkpoint-2.pth.tar`) '
+                                          'that records no training arguments')
+    config = json.loads((tmp_path / 'out' / 'config.json').read_text())
+    assert 'label_names' not in config
+    text = (tmp_path / 'out' / 'README.md').read_text()
+    assert 'digits' not in text
+    assert 'raw weights of `checkpoint-2.pth.tar`, epoch 2 (counted from 0)' in text
+
+
+def test_export_run_args_without_dataset(tmp_path, timm_run):
+    # Arguments that name no dataset must not be completed with the trainer's default dataset.
+    path = tmp_path / 'nodata' / 'checkpoint-0.pth.tar'
+    path.parent.mkdir()
+    args = __import__('argparse').Namespace(model='shakedrop_pyramidnet20_a48', epochs=1, drop_path=0.2)
+    torch.save(dict(epoch=0, arch='shakedrop_pyramidnet20_a48', state_dict=timm_run.model.state_dict(), args=args),
+               path)
+    result = export_checkpoint(path, tmp_path / 'out')
+    assert result.metrics is None
+    assert 'the run arguments name no dataset (`dataset` or `data_dir`) to evaluate on' in result.metrics_note
+    text = (tmp_path / 'out' / 'README.md').read_text()
+    assert 'digits' not in text
+    assert '- **Dataset:** unknown: the run arguments name no dataset' in text
+    assert 'label_names' not in json.loads((tmp_path / 'out' / 'config.json').read_text())
+
+
+# Training text of the card
+
+@pytest.mark.parametrize('epoch, extra, expected', [
+    (3, dict(epochs=6), "epoch 3 (counted from 0), that is after 4 of the run's 6 epochs."),
+    (6, dict(epochs=6, cooldown_epochs=2), "epoch 6 (counted from 0), that is after 7 of the run's 8 epochs."),
+    (0, dict(epochs=1), "epoch 0 (counted from 0), that is after the run's single epoch."),
+    (4, dict(epochs=2, cycle_limit=3), 'epoch 4 (counted from 0), that is after 5 epochs of training.'),
+    (7, dict(epochs=6), 'epoch 7 (counted from 0), that is after 8 epochs of training.'),
+])
+def test_export_card_states_epoch(epoch, extra, expected, tmp_path):
+    run = make_timm_run(tmp_path / 'run', summary=None, recipe='quick', **extra)
+    with torch.serialization.safe_globals([__import__('argparse').Namespace]):
+        raw = torch.load(run.checkpoint, weights_only=True)
+    raw['epoch'] = epoch
+    torch.save(raw, run.checkpoint)
+    export_checkpoint(run.checkpoint, tmp_path / 'out', evaluate=False)
+    text = (tmp_path / 'out' / 'README.md').read_text()
+    assert f'These weights are from {expected}' in text
+    assert ("The run was trained by `timm-shakedrop train`, and the arguments of the run's args.yaml (below) "
+            'reproduce the whole run:') in text
+    assert 'timm-shakedrop train --config args.yaml' in text
+    assert f'EMA weights of `model_best.pth.tar`, epoch {epoch} (counted from 0)' in text
+    assert 'Trained for' not in text
+
+
+# File modes
+
+@pytest.mark.parametrize('umask, folder_mode, file_mode', [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_export_modes_follow_umask(umask, folder_mode, file_mode, timm_run, tmp_path):
+    previous = os.umask(umask)
+    try:
+        export_checkpoint(timm_run.checkpoint, tmp_path / 'out', evaluate=False)
+    finally:
+        os.umask(previous)
+    out = tmp_path / 'out'
+    assert oct(out.stat().st_mode & 0o777) == oct(folder_mode)
+    for name in ('README.md', 'config.json', 'model.safetensors'):
+        assert oct((out / name).stat().st_mode & 0o777) == oct(file_mode), name

@@ -206,6 +206,9 @@ def _data_config_from_args(args: dict[str, Any]) -> dict[str, Any]:
 
 def _evaluate(model: nn.Module, args: dict[str, Any]) -> tuple[RunMetrics | None, str, list[str] | None]:
     """Evaluate `model` on the run's validation split with `timm_shakedrop.data.create_eval_dataset`."""
+    if not _names_dataset(args):
+        # create_eval_dataset would fill the gap with the trainer's default dataset, which is not this run's.
+        return None, 'the run arguments name no dataset (`dataset` or `data_dir`) to evaluate on', None
     try:
         from timm_shakedrop.data import create_eval_dataset
     except ImportError:
@@ -241,8 +244,19 @@ def _evaluate(model: nn.Module, args: dict[str, Any]) -> tuple[RunMetrics | None
     return metrics, '', class_names
 
 
-def _dataset_entry(args: dict[str, Any]) -> tuple[str | None, str, str]:
-    """Return the Hub dataset id (or None), a short name and a description of the run's training data."""
+def _names_dataset(args: dict[str, Any]) -> bool:
+    """Return whether the run arguments name the run's data (`dataset` or `data_dir`)."""
+    return 'dataset' in args or 'data_dir' in args
+
+
+def _dataset_entry(args: dict[str, Any]) -> tuple[str | None, str, str] | None:
+    """Return the Hub dataset id (or None), a short name and a description of the run's training data.
+
+    Returns None when the arguments name no dataset. No dataset name and no data folder mean the embedded
+    digits only when the arguments contain those keys, as the arguments of timm's and this package's trainers do.
+    """
+    if not _names_dataset(args):
+        return None
     name = str(args.get('dataset') or '').strip()
     lowered = name.lower()
     if not name and not args.get('data_dir'):
@@ -280,27 +294,74 @@ def _shake_drop_text(model: nn.Module) -> str:
             f'coefficient.')
 
 
-def _training_text(checkpoint: TrainingCheckpoint) -> tuple[str, str | None]:
+def _is_bare_state_dict(checkpoint: TrainingCheckpoint) -> bool:
+    """Return whether the file held only weights: no EMA, arch, epoch or metric of a training checkpoint."""
+    return (checkpoint.state_dict_ema is None and checkpoint.arch is None and checkpoint.epoch is None
+            and checkpoint.metric is None)
+
+
+def _weights_source(checkpoint: TrainingCheckpoint) -> str:
+    """Name the kind of file the weights come from, for sentences of the card."""
+    if _is_bare_state_dict(checkpoint):
+        return f'a bare state dict (`{checkpoint.path.name}`)'
+    return f'a training checkpoint (`{checkpoint.path.name}`)'
+
+
+def _no_run_reason(checkpoint: TrainingCheckpoint) -> str:
+    return (f'the weights come from {_weights_source(checkpoint)} that records no training arguments, and there '
+            f'is no args.yaml beside it')
+
+
+def _planned_epochs(args: dict[str, Any]) -> int | None:
+    """Return the epochs that the run's arguments plan (`epochs` plus `cooldown_epochs`), or None if unknown."""
+    epochs = args.get('epochs')
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        return None
+    if args.get('cycle_limit') not in (None, 1):
+        # Restarting schedules of timm's train.py train `epochs` per cycle, so the total depends on the schedule.
+        return None
+    cooldown = args.get('cooldown_epochs')
+    if isinstance(cooldown, int) and not isinstance(cooldown, bool) and cooldown > 0:
+        epochs += cooldown
+    return epochs
+
+
+def _epoch_sentence(checkpoint: TrainingCheckpoint) -> str:
+    """Describe the epoch of the weights, e.g. 'epoch 3 (counted from 0), that is after 4 of the run's 6 epochs'."""
+    if checkpoint.epoch is None:
+        return 'The checkpoint does not record the epoch of these weights.'
+    done = checkpoint.epoch + 1
+    planned = _planned_epochs(checkpoint.args)
+    text = f'These weights are from epoch {checkpoint.epoch} (counted from 0), that is after {done} '
+    if planned == 1 and done == 1:
+        return "These weights are from epoch 0 (counted from 0), that is after the run's single epoch."
+    if planned is not None and done <= planned:
+        return text + f"of the run's {planned} epochs."
+    return text + f'epoch{"s" if done != 1 else ""} of training.'
+
+
+def _training_text(checkpoint: TrainingCheckpoint, has_run: bool) -> tuple[str, str | None]:
+    """Return the card's training paragraph and the command that reproduces the run, if one is known."""
+    if not has_run:
+        return (f'Unknown: {_no_run_reason(checkpoint)}, so the training data, the schedule and the epoch of '
+                f'these weights are not known.'), None
     args = checkpoint.args
-    epochs = ''
-    if checkpoint.epoch is not None:
-        count = checkpoint.epoch + 1
-        epochs = f' for {count} epoch{"s" if count != 1 else ""}'
+    epochs = _epoch_sentence(checkpoint)
     command = args.get('command')
     if isinstance(command, (list, tuple)):
         import shlex
 
         command = shlex.join(str(c) for c in command)
     if isinstance(command, str) and command.strip():
-        return f'Trained{epochs} with:', command.strip()
+        return f'{epochs} The run was started with:', command.strip()
     if checkpoint.args_yaml is not None and 'recipe' in args:
         # Only `timm-shakedrop train` records a recipe; its --config reads every argument from args.yaml.
-        return (f'Trained{epochs} by `timm-shakedrop train` with the arguments of the run\'s args.yaml (below), '
-                f'which reproduces the run:'), 'timm-shakedrop train --config args.yaml'
+        return (f"{epochs} The run was trained by `timm-shakedrop train`, and the arguments of the run's "
+                f'args.yaml (below) reproduce the whole run:'), 'timm-shakedrop train --config args.yaml'
     if checkpoint.args_yaml is not None:
-        return (f'Trained{epochs} with the arguments of the run\'s args.yaml (below). timm\'s train.py '
-                f'reproduces the run from that file:'), 'python train.py --config args.yaml'
-    return f'Trained{epochs}; the checkpoint records no command and its run folder has no args.yaml.', None
+        return (f"{epochs} timm's train.py reproduces the whole run from the arguments of the run's args.yaml "
+                f'(below):'), 'python train.py --config args.yaml'
+    return f'{epochs} The checkpoint records no command and its run folder has no args.yaml.', None
 
 
 def _architecture_title(model: nn.Module, architecture: str, family) -> str:
@@ -327,19 +388,42 @@ def _render_export_card(
         metrics_note: str,
         label_names: list[str] | None,
         dataset_ids: list[str],
-        dataset_name: str,
-        dataset_text: str,
+        dataset: tuple[str, str] | None,
+        has_run: bool,
         license_id: str,
         repo_id: str | None,
         param_count: int,
         macs: int,
 ) -> str:
-    """Render README.md from `model_cards/templates/exported_model.md` and the family text of `architecture`."""
+    """Render README.md from `model_cards/templates/exported_model.md` and the family text of `architecture`.
+
+    `dataset` is the short name and the description of the training data, or None when it is unknown.
+    """
     family = family_for_model(architecture)
     name = f'{architecture}.{tag}' if tag else architecture
     input_text = '×'.join(str(v) for v in data_config['input_size'])
     weights_label = 'EMA' if weights == 'ema' else 'raw'
-    epoch_text = f', epoch {checkpoint.epoch}' if checkpoint.epoch is not None else ''
+    if checkpoint.epoch is not None:
+        weights_text = f'{weights_label} weights of `{checkpoint.path.name}`, epoch {checkpoint.epoch} (counted from 0)'
+    elif _is_bare_state_dict(checkpoint):
+        weights_text = f'{weights_label} weights of `{checkpoint.path.name}`, a bare state dict'
+    else:
+        weights_text = f'{weights_label} weights of `{checkpoint.path.name}`'
+    architecture_title = _architecture_title(model, architecture, family)
+    source = _weights_source(checkpoint)
+    if dataset is not None:
+        summary = (f'{architecture_title} trained on {dataset[0]}, exported from the {weights_label} weights of '
+                   f'{source} by timm-shakedrop.')
+        dataset_text = dataset[1]
+    elif has_run:
+        summary = (f'{architecture_title}, exported from the {weights_label} weights of {source} by '
+                   f'timm-shakedrop. The run arguments name no dataset, so the training data is unknown.')
+        dataset_text = 'unknown: the run arguments name no dataset (`dataset` or `data_dir`)'
+    else:
+        summary = (f'{architecture_title}, exported from the {weights_label} weights of {source} by '
+                   f'timm-shakedrop. No training run is known for these weights, so their training data and '
+                   f'their accuracy are unknown (not measured).')
+        dataset_text = f'unknown: {_no_run_reason(checkpoint)}'
 
     # Results measured for these weights, or why there are none.
     if metrics is None:
@@ -355,13 +439,15 @@ def _render_export_card(
     if label_names:
         first_names = ', '.join(label_names[:10])
         labels_text = first_names + (f', … ({len(label_names)} in config.json)' if len(label_names) > 10 else '')
-    limitations = [
-        f'Trained and measured on {dataset_name}; the measured results describe that data only.',
-        *(family.limitations if family else ()),
-    ]
+    if dataset is not None:
+        data_limitation = f'Trained and measured on {dataset[0]}; the measured results describe that data only.'
+    else:
+        data_limitation = ('The training data of these weights is unknown, so their accuracy on any data is '
+                           'unknown too; measure it on your own validation data before use.')
+    limitations = [data_limitation, *(family.limitations if family else ())]
     if family is None:
         limitations.append('Loading needs the package that registers this architecture with timm.')
-    training_text, training_command = _training_text(checkpoint)
+    training_text, training_command = _training_text(checkpoint, has_run)
 
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
@@ -374,8 +460,7 @@ def _render_export_card(
         card_data,
         'exported_model.md',
         title=f'Model card for {name}',
-        summary=(f'{_architecture_title(model, architecture, family)} trained on {dataset_name}, exported from the '
-                 f'{weights_label} weights of a training checkpoint by timm-shakedrop.'),
+        summary=summary,
         architecture=architecture,
         family=family,
         params_text=format_count(param_count),
@@ -386,9 +471,10 @@ def _render_export_card(
         interpolation=data_config['interpolation'],
         crop_pct=data_config['crop_pct'],
         mean_text=tuple(round(v, 4) for v in data_config['mean']),
+        preprocessing_source=None if has_run else "the architecture's defaults, because no run records its own",
         std_text=tuple(round(v, 4) for v in data_config['std']),
         shake_drop_text=_shake_drop_text(model),
-        weights_text=f'{weights_label} weights of `{checkpoint.path.name}`{epoch_text}',
+        weights_text=weights_text,
         weights_label=weights_label,
         dataset_text=dataset_text,
         license=license_id,
@@ -432,6 +518,32 @@ def _check_output_dir(output_dir: Path, force: bool) -> None:
         raise ValueError(f'Output {output_dir} exists and is not a folder.')
     if output_dir.is_dir() and any(output_dir.iterdir()) and not force:
         raise ValueError(f'Output folder {output_dir} is not empty; pass --force (force=True) to replace it.')
+
+
+def _process_umask() -> int:
+    """Return the umask of this process, read from /proc where possible so that it is never changed."""
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    # NOTE: os.umask can only be read by setting it; threads that create files meanwhile get the same mask.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+def _apply_umask_modes(staging: Path) -> None:
+    """Give the staging folder and its files the modes of a plain mkdir and open under the process umask.
+
+    `tempfile.mkdtemp` creates the folder with mode 0700 and safetensors writes its file with mode 0600,
+    whatever the umask; without this the exported folder would be private to its owner.
+    """
+    umask = _process_umask()
+    for path in staging.iterdir():
+        os.chmod(path, 0o666 & ~umask)
+    os.chmod(staging, 0o777 & ~umask)
 
 
 def _move_into_place(staging: Path, output_dir: Path) -> None:
@@ -497,22 +609,34 @@ def export_checkpoint(
     model = _build_model(architecture, state_dict, ckpt.args)
     base_name = model.pretrained_cfg.get('architecture', architecture)
 
-    # Metrics of the exported weights: summary.csv first, else an evaluation, else a note.
-    metrics, metrics_note = metrics_from_summary(ckpt, weights)
+    # Metrics of the exported weights: summary.csv first, else an evaluation, else a note. Without training
+    # arguments there is no run: nothing to evaluate on, and the trainer's defaults (the embedded digits) must
+    # not stand in for the unknown run.
+    has_run = bool(ckpt.args)
     eval_class_names = None
-    if metrics is None and evaluate:
-        _logger.info(f'No summary.csv metrics for these weights ({metrics_note}); evaluating.')
-        metrics, eval_note, eval_class_names = _evaluate(model, ckpt.args)
-        if metrics is None:
-            metrics_note = f'{metrics_note}, and {eval_note}'
-    elif metrics is None:
-        metrics_note = f'{metrics_note}, and evaluation was switched off'
+    if not has_run:
+        metrics = None
+        metrics_note = f'{_no_run_reason(ckpt)}, so there is no validation split of a run to evaluate them on'
+        _logger.info(f'Not evaluating: {metrics_note}.')
+    else:
+        metrics, metrics_note = metrics_from_summary(ckpt, weights)
+        if metrics is None and evaluate:
+            _logger.info(f'No summary.csv metrics for these weights ({metrics_note}); evaluating.')
+            metrics, eval_note, eval_class_names = _evaluate(model, ckpt.args)
+            if metrics is None:
+                metrics_note = f'{metrics_note}, and {eval_note}'
+        elif metrics is None:
+            metrics_note = f'{metrics_note}, and evaluation was switched off'
 
     label_names = list(label_names) if label_names else (ckpt.args.get('class_names') or eval_class_names)
     if label_names and len(label_names) != model.num_classes:
         raise ValueError(f'{len(label_names)} label names given for a model with {model.num_classes} classes.')
-    derived_id, dataset_name, dataset_text = _dataset_entry(ckpt.args)
+    entry = _dataset_entry(ckpt.args)
+    derived_id, dataset = (entry[0], entry[1:]) if entry is not None else (None, None)
     dataset_ids = list(dataset_ids) if dataset_ids is not None else ([derived_id] if derived_id else [])
+    if dataset is None and dataset_ids:
+        names = ', '.join(f'`{i}`' for i in dataset_ids)
+        dataset = names, f'{names} (given with --dataset-id; no run records the training data)'
     license_id = license or model.pretrained_cfg.get('license') or 'other'
 
     output_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -537,11 +661,12 @@ def export_checkpoint(
         card = _render_export_card(
             model=model, architecture=base_name, tag=tag, checkpoint=ckpt, weights=weights,
             data_config=data_config, metrics=metrics, metrics_note=metrics_note, label_names=label_names,
-            dataset_ids=dataset_ids, dataset_name=dataset_name, dataset_text=dataset_text, license_id=license_id,
+            dataset_ids=dataset_ids, dataset=dataset, has_run=has_run, license_id=license_id,
             repo_id=repo_id, param_count=param_count, macs=macs,
         )
         (staging / CARD_FILE).write_text(card, encoding='utf-8')
         _verify_export(staging, model, input_size)
+        _apply_umask_modes(staging)
         _check_output_dir(output_dir, force)
         _move_into_place(staging, output_dir)
     except BaseException:
