@@ -10,6 +10,8 @@ The hook in `_timm_shakedrop_autoload` runs at every interpreter start (from `ti
 Each run reports wall time and the CPU time of the child process (user + system); the CPU time is less
 sensitive to other processes on a shared machine. A third measurement, `python -X importtime` with the hook
 on, gives the cumulative import time of `_timm_shakedrop_autoload` and `timm_shakedrop` inside one process.
+The children get a temporary bytecode cache, filled by one untimed run, because an installed package has one;
+`--no-bytecode-cache` keeps this environment's settings instead.
 
 Example: `python -m benchmarks.startup --repeats 10 --json startup.json`; `--quick` runs the bare
 interpreter case only, in about a second.
@@ -23,6 +25,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,19 +43,29 @@ HOOK_MODULES = ('_timm_shakedrop_autoload', 'timm_shakedrop')
 _IMPORTTIME_LINE = re.compile(r'^import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s*)(\S+)\s*$')
 
 
-def _child_env(hook_on: bool) -> Dict[str, str]:
+def _child_env(hook_on: bool, pycache_prefix: Optional[str]) -> Dict[str, str]:
     env = dict(os.environ)
     env[ENV_VAR] = '1' if hook_on else '0'
+    if pycache_prefix is not None:
+        # An installed package has bytecode caches; a private prefix gives the children one without writing
+        # `__pycache__` folders into the source tree.
+        env.pop('PYTHONDONTWRITEBYTECODE', None)
+        env['PYTHONPYCACHEPREFIX'] = pycache_prefix
     return env
 
 
-def run_case(code: str, hook_on: bool, extra_args: Tuple[str, ...] = ()) -> Tuple[float, float, str, str]:
+def run_case(
+        code: str,
+        hook_on: bool,
+        pycache_prefix: Optional[str] = None,
+        extra_args: Tuple[str, ...] = (),
+) -> Tuple[float, float, str, str]:
     """Run `python [extra_args] -c code` once; return wall seconds, child CPU seconds, stdout and stderr."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, *extra_args, '-c', code], env=_child_env(hook_on), capture_output=True, text=True,
-        timeout=600)
+        [sys.executable, *extra_args, '-c', code], env=_child_env(hook_on, pycache_prefix), capture_output=True,
+        text=True, timeout=600)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
@@ -62,14 +75,19 @@ def run_case(code: str, hook_on: bool, extra_args: Tuple[str, ...] = ()) -> Tupl
     return wall, cpu, result.stdout, result.stderr
 
 
-def measure_case(name: str, repeats: int) -> Dict:
-    """Time `repeats` alternating runs with the hook on and off, and check that the hook ran only when on."""
+def measure_case(name: str, repeats: int, pycache_prefix: Optional[str] = None) -> Dict:
+    """Time `repeats` alternating runs with the hook on and off, and check that the hook ran only when on.
+
+    One untimed run each way comes first, so that a bytecode cache under `pycache_prefix` is filled.
+    """
     code = CASES[name]
+    for hook_on in (True, False):
+        run_case(code, hook_on, pycache_prefix)
     samples = {True: {'wall': [], 'cpu': []}, False: {'wall': [], 'cpu': []}}
     for round_idx in range(repeats):
         order = (True, False) if round_idx % 2 == 0 else (False, True)
         for hook_on in order:
-            wall, cpu, stdout, _ = run_case(code, hook_on)
+            wall, cpu, stdout, _ = run_case(code, hook_on, pycache_prefix)
             imported = stdout.strip() == 'True'
             if imported != (hook_on and name == 'import_timm'):
                 raise RuntimeError(
@@ -98,11 +116,11 @@ def parse_importtime(stderr: str) -> Dict[str, int]:
     return cumulative
 
 
-def measure_importtime(name: str, repeats: int) -> Dict:
+def measure_importtime(name: str, repeats: int, pycache_prefix: Optional[str] = None) -> Dict:
     """Return the median cumulative import time in seconds of each hook module over `repeats` runs."""
     per_module = {module: [] for module in HOOK_MODULES}
     for _ in range(repeats):
-        _, _, _, stderr = run_case(CASES[name], True, ('-X', 'importtime'))
+        _, _, _, stderr = run_case(CASES[name], True, pycache_prefix, ('-X', 'importtime'))
         for module, micros in parse_importtime(stderr).items():
             per_module[module].append(micros / 1e6)
     return {
@@ -120,8 +138,17 @@ def _load_average() -> Optional[List[float]]:
         return None
 
 
-def run_startup_benchmark(cases: List[str], repeats: int) -> Dict:
-    """Measure the given cases and the import times; return environment and results."""
+def run_startup_benchmark(cases: List[str], repeats: int, bytecode_cache: bool = True) -> Dict:
+    """Measure the given cases and the import times; return environment and results.
+
+    With `bytecode_cache`, the children read and write bytecode under a temporary `PYTHONPYCACHEPREFIX`, as an
+    installed package would have it; otherwise they inherit this process's bytecode settings.
+    """
+    with tempfile.TemporaryDirectory(prefix='startup-pycache-') as prefix:
+        return _run_startup_benchmark(cases, repeats, prefix if bytecode_cache else None)
+
+
+def _run_startup_benchmark(cases: List[str], repeats: int, pycache_prefix: Optional[str]) -> Dict:
     env = {
         'python': platform.python_version(),
         'executable': sys.executable,
@@ -129,9 +156,11 @@ def run_startup_benchmark(cases: List[str], repeats: int) -> Dict:
         'cpu_count': os.cpu_count(),
         'load_average_before': _load_average(),
         'started_at': datetime.now(timezone.utc).isoformat(timespec='seconds'),
+        'bytecode_cache': pycache_prefix is not None,
+        'PYTHONDONTWRITEBYTECODE': os.environ.get('PYTHONDONTWRITEBYTECODE'),
     }
-    rows = [measure_case(name, repeats) for name in cases]
-    importtime = measure_importtime(cases[-1], repeats)
+    rows = [measure_case(name, repeats, pycache_prefix) for name in cases]
+    importtime = measure_importtime(cases[-1], repeats, pycache_prefix)
     env['load_average_after'] = _load_average()
     return {'environment': env, 'command': ' '.join(sys.argv), 'results': rows, 'importtime': importtime}
 
@@ -180,6 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='bare interpreter case only, 2 runs each way: proves the script works in about a second')
     parser.add_argument('--repeats', type=_positive_int, default=10,
                         help='runs per case with the hook on, and as many with it off (default: 10)')
+    parser.add_argument('--no-bytecode-cache', action='store_true',
+                        help='let the children inherit the bytecode settings of this environment (for example '
+                             'PYTHONDONTWRITEBYTECODE=1, which compiles every module from source at each start) '
+                             'instead of a temporary bytecode cache')
     parser.add_argument('--json', type=Path, default=None, metavar='PATH', help='also write the results to PATH')
     return parser
 
@@ -188,12 +221,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     cases, repeats = (['interpreter'], 2) if args.quick else (list(CASES), args.repeats)
     try:
-        result = run_startup_benchmark(cases, repeats)
+        result = run_startup_benchmark(cases, repeats, bytecode_cache=not args.no_bytecode_cache)
     except (RuntimeError, subprocess.TimeoutExpired) as e:
         print(f'python -m benchmarks.startup: error: {e}', file=sys.stderr)
         return 1
     env = result['environment']
-    print(f"Python {env['python']} ({env['executable']}), {env['cpu_count']} CPUs, "
+    bytecode = 'temporary bytecode cache' if env['bytecode_cache'] else 'inherited bytecode settings'
+    print(f"Python {env['python']} ({env['executable']}), {env['cpu_count']} CPUs, {bytecode}, "
           f"load average {env['load_average_before']} -> {env['load_average_after']}")
     print(format_report(result))
     if args.json is not None:

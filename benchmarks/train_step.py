@@ -7,7 +7,8 @@ Every network is built four times, differing only in the layer after the last BN
 * `droppath`: timm's `DropPath` at ShakeDrop's per-unit drop probabilities;
 * `port`: the style of common ShakeDrop ports, written here as a baseline. It is an autograd Function with one
   gate per batch, read on the host, that returns its input when the gate keeps the branch. In PyramidNets the
-  port also builds the shortcut by concatenating a zero tensor up to the branch width.
+  port also builds the shortcut by concatenating a zero tensor up to the branch width. Its blocks add the
+  shortcut out of place, because autograd rejects an in-place update of an input that a Function returned.
 
 The variants run round-robin, in a rotating order, so that drift of the machine spreads over all of them. The
 step time is the median over the timed repeats after warm-up, measured with CUDA events on a GPU. Peak memory is
@@ -36,6 +37,7 @@ import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
+from timm.models.resnet import Bottleneck
 from torch import nn
 
 import timm_shakedrop
@@ -151,13 +153,33 @@ class _PortPyramidBottleneck(PyramidBottleneck):
         return _port_add_shortcut(x, shortcut)
 
 
+class _PortResNetBottleneck(Bottleneck):
+    """timm's bottleneck with an out-of-place shortcut addition, which a Function returning its input needs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x if self.downsample is None else self.downsample(x)
+        x = self.act1(self.bn1(self.conv1(x)))
+        x = self.aa(self.act2(self.drop_block(self.bn2(self.conv2(x)))))
+        x = self.bn3(self.conv3(x))
+        if self.se is not None:
+            x = self.se(x)
+        x = self.drop_path(x)
+        return self.act3(x + shortcut)
+
+
+_PORT_BLOCKS = {
+    PyramidBasicBlock: _PortPyramidBasicBlock,
+    PyramidBottleneck: _PortPyramidBottleneck,
+    Bottleneck: _PortResNetBottleneck,
+}
+
+
 def _use_port_shortcuts(model: nn.Module) -> None:
     # The port blocks add no parameters, so swapping the class keeps the weights and the module tree.
     for module in model.modules():
-        if type(module) is PyramidBasicBlock:
-            module.__class__ = _PortPyramidBasicBlock
-        elif type(module) is PyramidBottleneck:
-            module.__class__ = _PortPyramidBottleneck
+        port_cls = _PORT_BLOCKS.get(type(module))
+        if port_cls is not None:
+            module.__class__ = port_cls
 
 
 # Models and steps

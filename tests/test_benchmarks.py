@@ -119,6 +119,18 @@ def test_port_gate_per_batch():
     assert forward_coef[:, 0].unique().numel() == 64
 
 
+def test_port_resnet_bottleneck_trains():
+    """timm's bottleneck adds the shortcut in place, which a port Function returning its input cannot take."""
+    from timm_shakedrop.models.shakedrop_resnet import ShakeDropResNet
+
+    torch.manual_seed(0)
+    model = ShakeDropResNet(layers=(1, 1, 1, 1), num_classes=3, drop_path_layer=train_step.PortShakeDrop)
+    train_step._use_port_shortcuts(model)
+    assert all(type(block) is train_step._PortResNetBottleneck for block in (model.layer1[0], model.layer4[0]))
+    model.train()(torch.randn(2, 3, 32, 32)).sum().backward()
+    assert model.conv1.weight.grad is not None
+
+
 def test_profiled_peak_counts_live_tensors():
     size = 1 << 20  # float32 elements: 4 MiB per tensor
 
@@ -181,9 +193,21 @@ def test_startup_quick(tmp_path, capsys):
     assert row['wall_s_on'] > 0
     assert row['cpu_s_off'] > 0
     assert row['wall_s_added'] == pytest.approx(row['wall_s_on'] - row['wall_s_off'])
+    assert result['environment']['bytecode_cache'] is True
     # The installed start-up hook imports its module in every interpreter.
     assert '_timm_shakedrop_autoload' in result['importtime']['cumulative_s']
     assert '| interpreter |' in capsys.readouterr().out
+
+
+def test_startup_child_bytecode_settings(monkeypatch):
+    monkeypatch.setenv('PYTHONDONTWRITEBYTECODE', '1')
+    cached = startup._child_env(True, '/tmp/prefix')
+    assert cached['TIMM_SHAKEDROP_AUTOLOAD'] == '1'
+    assert cached['PYTHONPYCACHEPREFIX'] == '/tmp/prefix'
+    assert 'PYTHONDONTWRITEBYTECODE' not in cached
+    inherited = startup._child_env(False, None)
+    assert inherited['TIMM_SHAKEDROP_AUTOLOAD'] == '0'
+    assert inherited['PYTHONDONTWRITEBYTECODE'] == '1'
 
 
 def test_parse_importtime():
