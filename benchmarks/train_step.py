@@ -10,6 +10,9 @@ Every network is built four times, differing only in the layer after the last BN
   port also builds the shortcut by concatenating a zero tensor up to the branch width. Its blocks add the
   shortcut out of place, because autograd rejects an in-place update of an input that a Function returned.
 
+`--variants` may add `control`, a second identity network built the same way. Its ratio to `identity` shows the
+noise floor of the comparison: on a shared CPU, two identical networks differ by several percent.
+
 The variants run round-robin, in a rotating order, so that drift of the machine spreads over all of them. The
 step time is the median over the timed repeats after warm-up, measured with CUDA events on a GPU. Peak memory is
 the bytes of live tensors: the model's parameters, gradients, buffers and optimizer state and the input batch
@@ -43,7 +46,7 @@ from torch import nn
 import timm_shakedrop
 from timm_shakedrop.models import PyramidBasicBlock, PyramidBottleneck
 
-__all__ = ['NETWORKS', 'VARIANTS', 'PortShakeDrop', 'build_model', 'main', 'run_benchmark']
+__all__ = ['ALL_VARIANTS', 'NETWORKS', 'VARIANTS', 'PortShakeDrop', 'build_model', 'main', 'run_benchmark']
 
 _logger = logging.getLogger(__name__)
 
@@ -65,6 +68,8 @@ NETWORKS = {
     'resnet50': NetworkSpec('shakedrop_resnet50', 224, 16, 1000),
 }
 VARIANTS = ('shakedrop', 'identity', 'droppath', 'port')
+CONTROL_VARIANT = 'control'
+ALL_VARIANTS = VARIANTS + (CONTROL_VARIANT,)
 DEFAULT_NETWORKS = ('pyramidnet110', 'pyramidnet272', 'resnet50')
 DEFAULT_COMPILE_VARIANTS = ('shakedrop', 'identity')
 QUICK_NETWORK = 'pyramidnet20'
@@ -187,13 +192,13 @@ def _use_port_shortcuts(model: nn.Module) -> None:
 def _drop_path_factory(variant: str) -> Optional[Callable[[float], nn.Module]]:
     if variant == 'shakedrop':
         return None
-    if variant == 'identity':
+    if variant in ('identity', CONTROL_VARIANT):
         return lambda drop_prob: nn.Identity()
     if variant == 'droppath':
         return DropPath
     if variant == 'port':
         return PortShakeDrop
-    raise ValueError(f'`variant` must be one of {VARIANTS}, got {variant!r}.')
+    raise ValueError(f'`variant` must be one of {ALL_VARIANTS}, got {variant!r}.')
 
 
 def build_model(network: str, variant: str, device: torch.device, channels_last: bool = False) -> nn.Module:
@@ -566,9 +571,10 @@ def build_parser() -> argparse.ArgumentParser:
                         metavar='NETWORKS',
                         help='comma-separated networks to also run under torch.compile (default: none; a first '
                              'compile of a 110-layer network takes minutes on a 2-core CPU)')
-    parser.add_argument('--variants', type=_name_list(VARIANTS), default=list(VARIANTS),
-                        help=f'comma-separated variants in eager mode (default and choices: {",".join(VARIANTS)})')
-    parser.add_argument('--compile-variants', type=_name_list(VARIANTS), default=list(DEFAULT_COMPILE_VARIANTS),
+    parser.add_argument('--variants', type=_name_list(ALL_VARIANTS), default=list(VARIANTS),
+                        help=f'comma-separated variants in eager mode (default: {",".join(VARIANTS)}; '
+                             f'{CONTROL_VARIANT} adds a second identity network to show the noise floor)')
+    parser.add_argument('--compile-variants', type=_name_list(ALL_VARIANTS), default=list(DEFAULT_COMPILE_VARIANTS),
                         help=f'comma-separated variants under torch.compile (default: '
                              f'{",".join(DEFAULT_COMPILE_VARIANTS)})')
 

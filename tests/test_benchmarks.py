@@ -227,6 +227,9 @@ def test_startup_rejects_bad_repeats(capsys):
     assert "expected a positive integer, got '-1'" in capsys.readouterr().err
 
 
-def test_identity_variant_has_no_regularizer():
-    model = train_step.build_model('pyramidnet20', 'identity', CPU)
+@pytest.mark.parametrize('variant', ['identity', 'control'])
+def test_identity_variants_have_no_regularizer(variant):
+    model = train_step.build_model('pyramidnet20', variant, CPU)
     assert all(isinstance(block.drop_path, nn.Identity) for stage in model.stages for block in stage)
+    parsed = train_step.build_parser().parse_args(['--variants', f'shakedrop,{variant}'])
+    assert parsed.variants == ['shakedrop', variant]
