@@ -6,7 +6,7 @@ import torch
 from timm.layers import DropPath
 from torch import nn
 
-from benchmarks import startup, train_step
+from benchmarks import op_profile, startup, train_step
 from timm_shakedrop.layers import ShakeDrop, add_padded_shortcut
 
 CPU = torch.device('cpu')
@@ -143,6 +143,21 @@ def test_profiled_peak_counts_live_tensors():
     peak = train_step._profiled_peak_growth(allocate)
     # Two tensors alive at once; a few small allocations of the profiler or the ops may add a little.
     assert 8 * 2**20 <= peak < 8 * 2**20 + 64 * 2**10
+
+
+def test_op_profile_attributes_fused_step(tmp_path, capsys):
+    path = tmp_path / 'ops.json'
+    argv = ['--network', 'pyramidnet20', '--batch-size', '4', '--rounds', '1', '--json', str(path)]
+    assert op_profile.main(argv) == 0
+    result = json.loads(path.read_text())
+    per_op = result['per_op_ms']
+    # The fused ShakeDrop step runs one addcmul per unit; identity runs none.
+    assert per_op['aten::addcmul']['shakedrop'] > 0
+    assert per_op['aten::addcmul']['identity'] == 0
+    for summary in result['summary'].values():
+        assert summary['rest_ms'] == pytest.approx(summary['total_ms'] - summary['conv_and_bn_ms'])
+        assert summary['conv_and_bn_ms'] > 0
+    assert '| all other operators |' in capsys.readouterr().out
 
 
 def test_interleaving_rotates_order():
