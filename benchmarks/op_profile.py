@@ -1,8 +1,9 @@
 """Self CPU time per operator of a training step, identity next to ShakeDrop, from torch.profiler.
 
-End-to-end step times on a shared CPU vary by several percent, while ShakeDrop's own operators cost well under
-one. This script attributes the time to operators instead: the convolutions and BNs are the same in both
-variants, so the difference in the remaining operators is what ShakeDrop and the shortcut addition cost.
+End-to-end step times on a shared CPU vary by several percent, more than ShakeDrop's own operators cost (about
+0.6% of a PyramidNet-110 step in docs/benchmarks.md). This script attributes the time to operators instead.
+The convolutions and BNs are the same in both variants, so the difference in the remaining operators is what
+ShakeDrop and the shortcut addition cost.
 
 Example: `python -m benchmarks.op_profile --json ops.json` (PyramidNet-110 alpha 48, batch 64, 4 profiled steps
 per variant, 1 thread).
