@@ -85,9 +85,37 @@ def test_start_file_entry_point_registers():
     assert result.stdout.strip() == 'True'
 
 
-def test_pth_line_calls_install():
+def _pth_line() -> str:
     lines = [line for line in PTH_FILE.read_text().splitlines() if line.strip()]
-    assert lines == ['import _timm_shakedrop_autoload; _timm_shakedrop_autoload.install()']
+    assert len(lines) == 1 and lines[0].startswith('import '), lines  # site.py executes only `import` lines
+    return lines[0]
+
+
+def test_pth_line_calls_install():
+    # -S: the installed .pth does not run first; the line is executed as site.py executes it.
+    code = (
+        "import json, sys\n"
+        f"sys.path[:] = json.loads({json.dumps(json.dumps(sys.path))})\n"
+        f"exec({_pth_line()!r})\n"
+        "print(any(type(f).__name__ == 'TimmImportFinder' for f in sys.meta_path))"
+    )
+    result = _run_python(code, args=('-S',))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == 'True'
+
+
+def test_pth_line_is_silent_when_the_hook_module_is_gone():
+    """An editable install whose checkout moved leaves the .pth behind: start-up must not print a traceback."""
+    code = (
+        "import os, sys\n"
+        "sys.path[:] = [p for p in sys.path if not os.path.exists(os.path.join(p or '.', '_timm_shakedrop_autoload.py'))]\n"
+        f"exec({_pth_line()!r})\n"
+        "print(any(type(f).__name__ == 'TimmImportFinder' for f in sys.meta_path))"
+    )
+    result = _run_python(code, args=('-S',))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ''
+    assert result.stdout.strip() == 'False'
 
 
 def test_installed_hook_files_match_repository():
