@@ -87,12 +87,14 @@ def test_start_file_entry_point_registers():
 
 def _pth_line() -> str:
     lines = [line for line in PTH_FILE.read_text().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith('import '), lines  # site.py executes only `import` lines
+    assert len(lines) == 1, lines
+    # site.py executes a .pth line only when it starts with `import`.
+    assert lines[0].startswith('import '), lines
     return lines[0]
 
 
 def test_pth_line_calls_install():
-    # -S: the installed .pth does not run first; the line is executed as site.py executes it.
+    # Under -S the installed .pth does not run first, so the exec below is the only call.
     code = (
         "import json, sys\n"
         f"sys.path[:] = json.loads({json.dumps(json.dumps(sys.path))})\n"
@@ -104,7 +106,7 @@ def test_pth_line_calls_install():
     assert result.stdout.strip() == 'True'
 
 
-def test_pth_line_is_silent_when_the_hook_module_is_gone():
+def test_pth_line_without_hook_module():
     """An editable install whose checkout moved leaves the .pth behind: start-up must not print a traceback."""
     code = (
         "import os, sys\n"
