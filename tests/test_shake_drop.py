@@ -89,6 +89,23 @@ def test_draws_independent_across_samples():
     assert dropped.unique().numel() > 0.99 * dropped.numel()
 
 
+def test_compiled_draws_equal_eager_draws():
+    """torch.compile draws through one opaque operator: the same generator, so the same values as eager mode."""
+    torch._dynamo.reset()
+    layer = ShakeDrop(0.25, alpha_range=(-0.5, 0.25), beta_range=(0.25, 0.75)).train()
+    x = torch.full((2000, 1, 1, 1), 2.0)
+    torch.manual_seed(0)
+    eager_forward, eager_backward = _coefficients(layer, x)
+    torch.manual_seed(0)
+    compiled_forward, compiled_backward = _coefficients(torch.compile(layer, fullgraph=True), x)
+    assert torch.equal(compiled_forward, eager_forward)
+    assert torch.equal(compiled_backward, eager_backward)
+    # Both gate outcomes occur, so both branches of the selection are compared.
+    num_kept = (eager_forward == 1.0).sum()
+    assert num_kept > 0
+    assert num_kept < eager_forward.numel()
+
+
 def test_keep_prob_one_is_identity_in_training():
     torch.manual_seed(0)
     x = torch.randn(16, 3, 4, 4)
