@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -31,10 +31,13 @@ CONV_AND_BN_OPS = (
 VARIANTS = ('identity', 'shakedrop')
 
 
-def profile_ops(network: str, batch_size: Optional[int], rounds: int) -> Dict[str, Dict[str, float]]:
-    """Return the mean self CPU milliseconds per training step of every operator, per variant.
+def profile_ops(
+        network: str, batch_size: Optional[int], rounds: int,
+) -> Tuple[Dict[str, Dict[str, float]], Dict[str, Dict[str, float]]]:
+    """Return the mean self CPU milliseconds and the mean number of calls per training step of every operator.
 
-    The variants alternate for `rounds` profiled steps each, after two unprofiled steps.
+    Both are keyed by operator, then by variant. The variants alternate for `rounds` profiled steps each,
+    after two unprofiled steps.
     """
     device = torch.device('cpu')
     spec = NETWORKS[network]
@@ -45,6 +48,7 @@ def profile_ops(network: str, batch_size: Optional[int], rounds: int) -> Dict[st
         case.train_step()
         case.train_step()
     per_op = {}
+    calls = {}
     for round_idx in range(rounds):
         order = VARIANTS if round_idx % 2 == 0 else VARIANTS[::-1]
         for variant in order:
@@ -53,7 +57,9 @@ def profile_ops(network: str, batch_size: Optional[int], rounds: int) -> Dict[st
             for event in prof.key_averages():
                 times = per_op.setdefault(event.key, {v: 0.0 for v in VARIANTS})
                 times[variant] += event.self_cpu_time_total / 1e3 / rounds
-    return per_op
+                counts = calls.setdefault(event.key, {v: 0.0 for v in VARIANTS})
+                counts[variant] += event.count / rounds
+    return per_op, calls
 
 
 def summarize(per_op: Dict[str, Dict[str, float]]) -> Dict[str, Dict[str, float]]:
@@ -99,7 +105,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        per_op = profile_ops(args.network, args.batch_size, args.rounds)
+        per_op, calls = profile_ops(args.network, args.batch_size, args.rounds)
         env = environment(torch.device('cpu'))
     finally:
         torch.set_num_threads(threads_before)
@@ -108,7 +114,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(format_report(per_op))
     if args.json is not None:
         result = {'environment': env, 'settings': vars(args) | {'json': str(args.json)}, 'per_op_ms': per_op,
-                  'summary': summarize(per_op)}
+                  'calls_per_step': calls, 'summary': summarize(per_op)}
         args.json.write_text(json.dumps(result, indent=2) + '\n')
     return 0
 

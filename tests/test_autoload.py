@@ -110,7 +110,8 @@ def test_pth_line_without_hook_module():
     """An editable install whose checkout moved leaves the .pth behind: start-up must not print a traceback."""
     code = (
         "import os, sys\n"
-        "sys.path[:] = [p for p in sys.path if not os.path.exists(os.path.join(p or '.', '_timm_shakedrop_autoload.py'))]\n"
+        "hook_file = '_timm_shakedrop_autoload.py'\n"
+        "sys.path[:] = [p for p in sys.path if not os.path.exists(os.path.join(p or '.', hook_file))]\n"
         f"exec({_pth_line()!r})\n"
         "print(any(type(f).__name__ == 'TimmImportFinder' for f in sys.meta_path))"
     )

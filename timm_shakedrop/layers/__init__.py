@@ -1,3 +1,4 @@
+from .norm_act_conv import can_fuse_norm_act_conv, norm_act_conv
 from .padded_shortcut import add_padded_shortcut
 from .shake_drop import (
     GATE_LEVELS,

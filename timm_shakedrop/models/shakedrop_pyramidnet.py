@@ -21,7 +21,7 @@ from timm.models import build_model_with_cfg, checkpoint_seq, generate_default_c
 from timm.models._features import feature_take_indices
 from torch import nn
 
-from ..layers import ShakeDrop, add_padded_shortcut, shake_drop_keep_probs
+from ..layers import ShakeDrop, add_padded_shortcut, norm_act_conv, shake_drop_keep_probs
 from ._shakedrop_utils import check_drop_block_rate, configure_keep_prob_loading, resolve_drop_path_rate
 
 __all__ = ['PyramidNet', 'PyramidBasicBlock', 'PyramidBottleneck', 'pyramid_widths']
@@ -74,11 +74,13 @@ class PyramidBasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x)
-        x = self.bn1(x)
-        x = self.conv1(x)
-        x = self.bn2(x)
-        x = self.act2(x)
-        x = self.conv2(x)
+        if torch.jit.is_scripting():
+            x = self.conv1(self.bn1(x))
+            x = self.conv2(self.act2(self.bn2(x)))
+        else:
+            # Each BN output is recomputed in the backward pass instead of kept; see norm_act_conv.
+            x = norm_act_conv(x, self.bn1, None, self.conv1)
+            x = norm_act_conv(x, self.bn2, self.act2, self.conv2)
         x = self.bn3(x)
         if not torch.jit.is_scripting() and isinstance(self.drop_path, ShakeDrop):
             # ShakeDrop and the shortcut addition in one pass, in place in the BN output.
@@ -119,14 +121,15 @@ class PyramidBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.downsample(x)
-        x = self.bn1(x)
-        x = self.conv1(x)
-        x = self.bn2(x)
-        x = self.act2(x)
-        x = self.conv2(x)
-        x = self.bn3(x)
-        x = self.act3(x)
-        x = self.conv3(x)
+        if torch.jit.is_scripting():
+            x = self.conv1(self.bn1(x))
+            x = self.conv2(self.act2(self.bn2(x)))
+            x = self.conv3(self.act3(self.bn3(x)))
+        else:
+            # Each BN output is recomputed in the backward pass instead of kept; see norm_act_conv.
+            x = norm_act_conv(x, self.bn1, None, self.conv1)
+            x = norm_act_conv(x, self.bn2, self.act2, self.conv2)
+            x = norm_act_conv(x, self.bn3, self.act3, self.conv3)
         x = self.bn4(x)
         if not torch.jit.is_scripting() and isinstance(self.drop_path, ShakeDrop):
             # ShakeDrop and the shortcut addition in one pass, in place in the BN output.
