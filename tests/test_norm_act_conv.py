@@ -182,3 +182,19 @@ def test_model_keeps_less_for_backward():
     finally:
         PyramidBasicBlock.forward = originals[0]
     assert fused < 0.75 * plain
+
+
+def test_recompute_norm_off_keeps_bn_outputs():
+    torch.manual_seed(0)
+    model = timm.create_model('shakedrop_pyramidnet20_a48', drop_path_rate=0.0).train()
+    torch.manual_seed(0)
+    keeping = timm.create_model('shakedrop_pyramidnet20_a48', drop_path_rate=0.0, recompute_norm=False).train()
+    assert not any(b.recompute_norm for b in keeping.modules() if isinstance(b, PyramidBasicBlock))
+    x = torch.randn(4, 3, 32, 32)
+    assert _saved_bytes(model, x) < 0.75 * _saved_bytes(keeping, x)
+    out, out_keeping = model(x), keeping(x)
+    torch.testing.assert_close(out, out_keeping, **TOLERANCE)
+    out.sum().backward()
+    out_keeping.sum().backward()
+    for param, param_keeping in zip(model.parameters(), keeping.parameters(), strict=True):
+        torch.testing.assert_close(param.grad, param_keeping.grad, **TOLERANCE)
