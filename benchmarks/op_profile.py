@@ -17,7 +17,16 @@ from typing import Dict, List, Optional, Tuple
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from .train_step import NETWORKS, _ArgumentParser, _batch, _Case, _positive_int, build_model, environment
+from .train_step import (
+    NETWORKS,
+    _ArgumentParser,
+    _batch,
+    _Case,
+    _positive_int,
+    build_model,
+    check_json_path,
+    environment,
+)
 
 __all__ = ['CONV_AND_BN_OPS', 'main', 'profile_ops']
 
@@ -101,7 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    check_json_path(parser, args.json)
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:

@@ -531,6 +531,9 @@ class _ArgumentParser(argparse.ArgumentParser):
 def _name_list(choices: Sequence[str]) -> Callable[[str], List[str]]:
     def parse(value: str) -> List[str]:
         names = [name.strip() for name in value.split(',') if name.strip()]
+        if not names:
+            raise argparse.ArgumentTypeError(
+                f'expected at least one name, got {value!r}; choose from {", ".join(choices)}')
         invalid = [name for name in names if name not in choices]
         if invalid:
             raise argparse.ArgumentTypeError(f'invalid name {invalid[0]!r}; choose from {", ".join(choices)}')
@@ -560,9 +563,9 @@ def build_parser() -> argparse.ArgumentParser:
         description='Measure training-step time, peak memory and eval throughput of ShakeDrop against identity, '
                     "timm's DropPath and a port-style baseline, in the same networks.")
     parser.add_argument('--quick', action='store_true',
-                        help=f'eager mode on {QUICK_NETWORK} at batch {QUICK_BATCH_SIZE}, 1 warm-up and 3 timed '
-                             'steps, 1 thread unless --threads says otherwise: proves the script works in seconds, '
-                             'the figures mean little')
+                        help=f'eager mode on {QUICK_NETWORK} at batch {QUICK_BATCH_SIZE}, 1 warm-up, 3 timed '
+                             'steps and 3 eval passes, 1 thread, unless the options say otherwise; cannot be combined '
+                             'with --compile. Proves the script works in seconds; the figures mean little')
 
     parser.add_argument('--networks', type=_name_list(tuple(NETWORKS)), default=None,
                         help=f'comma-separated networks to run in eager mode (default: {",".join(DEFAULT_NETWORKS)}; '
@@ -580,11 +583,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument('--batch-size', type=_positive_int, default=None,
                         help='images per step for every network (default: 64 for the PyramidNets, 16 for ResNet-50)')
-    parser.add_argument('--warmup', type=_non_negative_int, default=2, help='untimed steps per variant (default: 2)')
-    parser.add_argument('--repeats', type=_positive_int, default=7,
-                        help='timed training steps per variant (default: 7)')
-    parser.add_argument('--eval-repeats', type=_non_negative_int, default=7,
-                        help='timed eval passes per variant; 0 skips eval (default: 7)')
+    parser.add_argument('--warmup', type=_non_negative_int, default=None,
+                        help='untimed steps per variant (default: 2, 1 with --quick)')
+    parser.add_argument('--repeats', type=_positive_int, default=None,
+                        help='timed training steps per variant (default: 7, 3 with --quick)')
+    parser.add_argument('--eval-repeats', type=_non_negative_int, default=None,
+                        help='timed eval passes per variant; 0 skips eval (default: 7, 3 with --quick)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory step')
 
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
@@ -596,6 +600,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument('--json', type=Path, default=None, metavar='PATH', help='also write the results to PATH')
     return parser
+
+
+# Warm-up steps, timed steps and eval passes per variant.
+DEFAULT_COUNTS = (2, 7, 7)
+QUICK_COUNTS = (1, 3, 3)
+
+
+def check_json_path(parser: argparse.ArgumentParser, path: Optional[Path]) -> None:
+    """Exit with a usage error before any measurement when the results could not be written to `path`."""
+    if path is None:
+        return
+    folder = path.parent
+    if path.is_dir():
+        parser.error(f'--json {path}: is a folder; give a file path such as {path / "results.json"}')
+    if not folder.is_dir():
+        parser.error(f'--json {path}: folder {folder} does not exist; create it first')
+    if not os.access(folder, os.W_OK):
+        parser.error(f'--json {path}: folder {folder} is not writable')
 
 
 def _resolve_device(name: str) -> torch.device:
@@ -620,8 +642,11 @@ def _run(args: argparse.Namespace) -> Dict:
     device = _resolve_device(args.device)
     networks = args.networks or ([QUICK_NETWORK] if args.quick else list(DEFAULT_NETWORKS))
     batch_size = args.batch_size or (QUICK_BATCH_SIZE if args.quick else None)
-    warmup, repeats, eval_repeats = (1, 3, 3) if args.quick else (args.warmup, args.repeats, args.eval_repeats)
-    compile_networks = [] if args.quick else args.compile_networks
+    defaults = QUICK_COUNTS if args.quick else DEFAULT_COUNTS
+    warmup, repeats, eval_repeats = (
+        explicit if explicit is not None else default
+        for explicit, default in zip((args.warmup, args.repeats, args.eval_repeats), defaults, strict=True))
+    compile_networks = args.compile_networks
     env = environment(device)
     env['load_average_before'] = _load_average()
     env['started_at'] = datetime.now(timezone.utc).isoformat(timespec='seconds')
@@ -646,6 +671,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda: CUDA is not available on this machine; use --device cpu or auto')
+    if args.quick and args.compile_networks:
+        parser.error('--quick runs eager mode only; drop --compile or --quick')
+    check_json_path(parser, args.json)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', stream=sys.stderr)
     result = run_benchmark(args)

@@ -175,6 +175,9 @@ def test_interleaving_rotates_order():
     (['--variants', 'shakedrop,dropout'], "invalid name 'dropout'"),
     (['--repeats', '0'], "expected a positive integer, got '0'"),
     (['--batch-size', 'many'], "expected a positive integer, got 'many'"),
+    (['--networks', ','], "expected at least one name, got ','"),
+    (['--quick', '--compile', 'pyramidnet20'], '--quick runs eager mode only'),
+    (['--quick', '--json', '/nonexistent_folder/results.json'], 'folder /nonexistent_folder does not exist'),
 ])
 def test_train_step_rejects_bad_arguments(argv, match, capsys):
     with pytest.raises(SystemExit) as excinfo:
@@ -250,3 +253,24 @@ def test_identity_variants_have_no_regularizer(variant):
     assert all(isinstance(block.drop_path, nn.Identity) for stage in model.stages for block in stage)
     parsed = train_step.build_parser().parse_args(['--variants', f'shakedrop,{variant}'])
     assert parsed.variants == ['shakedrop', variant]
+
+
+def test_op_profile_rejects_unwritable_json(tmp_path, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        op_profile.main(['--json', str(tmp_path)])
+    assert excinfo.value.code == 2
+    err = capsys.readouterr().err
+    assert 'is a folder' in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_quick_takes_explicit_counts(tmp_path):
+    path = tmp_path / 'counts.json'
+    argv = ['--quick', '--variants', 'identity', '--warmup', '0', '--repeats', '2', '--eval-repeats', '0',
+            '--no-memory', '--json', str(path)]
+    assert train_step.main(argv) == 0
+    result = json.loads(path.read_text())
+    assert result['settings']['warmup'] == 0
+    assert result['settings']['repeats'] == 2
+    assert result['settings']['eval_repeats'] == 0
+    assert len(result['results'][0]['step_s_all']) == 2

@@ -525,6 +525,7 @@ def test_device_and_dtype():
     (dict(drop_path_rate=1.5), r'`drop_path_rate` must be in \[0, 1\] \(it is 1 - p_L\), got 1.5'),
     (dict(shakedrop_level='image'), r"`level` must be one of .* got 'image'"),
     (dict(shakedrop_alpha_range=(1, 0)), r'`alpha_range` must have alpha_min <= alpha_max, got \(1, 0\)'),
+    (dict(recompute_norm='no'), r"`recompute_norm` must be True or False, got 'no'"),
 ])
 def test_invalid_model_arguments(kwargs, match):
     with pytest.raises(ValueError, match=match):

@@ -208,6 +208,8 @@ class PyramidNet(nn.Module):
         if not layers or any(int(n) < 1 for n in layers):
             raise ValueError(f'`layers` must list at least one unit per stage, got {layers}.')
         check_drop_block_rate(drop_block_rate)
+        if not isinstance(recompute_norm, bool):
+            raise ValueError(f'`recompute_norm` must be True or False, got {recompute_norm!r}.')
         rate_is_explicit = drop_path_rate is not None
         drop_path_rate = resolve_drop_path_rate(drop_path_rate)
         block_cls = _BLOCKS[block]
