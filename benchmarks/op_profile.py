@@ -89,7 +89,7 @@ def format_report(per_op: Dict[str, Dict[str, float]], top: int = 12) -> str:
     for op, times in rest[:top]:
         lines.append(f"| `{op}` | {times['identity']:.1f} | {times['shakedrop']:.1f} |")
     summary = summarize(per_op)
-    for key, title in (('conv_and_bn_ms', 'convolution and BN'), ('rest_ms', 'all other operators'),
+    for key, title in (('conv_and_bn_ms', 'convolution and BN'), ('rest_ms', 'all operators but convolution and BN'),
                        ('total_ms', 'total')):
         lines.append(f"| {title} | {summary['identity'][key]:.1f} | {summary['shakedrop'][key]:.1f} |")
     return '\n'.join(lines)

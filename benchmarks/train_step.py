@@ -74,6 +74,9 @@ DEFAULT_NETWORKS = ('pyramidnet110', 'pyramidnet272', 'resnet50')
 DEFAULT_COMPILE_VARIANTS = ('shakedrop', 'identity')
 QUICK_NETWORK = 'pyramidnet20'
 QUICK_BATCH_SIZE = 8
+# Warm-up steps, timed steps and eval passes per variant.
+DEFAULT_COUNTS = (2, 7, 7)
+QUICK_COUNTS = (1, 3, 3)
 
 
 # Baseline in the style of common ports
@@ -563,9 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
         description='Measure training-step time, peak memory and eval throughput of ShakeDrop against identity, '
                     "timm's DropPath and a port-style baseline, in the same networks.")
     parser.add_argument('--quick', action='store_true',
-                        help=f'eager mode on {QUICK_NETWORK} at batch {QUICK_BATCH_SIZE}, 1 warm-up, 3 timed '
-                             'steps and 3 eval passes, 1 thread, unless the options say otherwise; cannot be combined '
-                             'with --compile. Proves the script works in seconds; the figures mean little')
+                        help=f'eager mode on {QUICK_NETWORK} at batch {QUICK_BATCH_SIZE}, {QUICK_COUNTS[0]} warm-up, '
+                             f'{QUICK_COUNTS[1]} timed steps and {QUICK_COUNTS[2]} eval passes, 1 thread, unless the '
+                             'options say otherwise; cannot be combined with --compile. Proves the script works in '
+                             'seconds; the figures mean little')
 
     parser.add_argument('--networks', type=_name_list(tuple(NETWORKS)), default=None,
                         help=f'comma-separated networks to run in eager mode (default: {",".join(DEFAULT_NETWORKS)}; '
@@ -584,11 +588,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--batch-size', type=_positive_int, default=None,
                         help='images per step for every network (default: 64 for the PyramidNets, 16 for ResNet-50)')
     parser.add_argument('--warmup', type=_non_negative_int, default=None,
-                        help='untimed steps per variant (default: 2, 1 with --quick)')
+                        help=f'untimed steps per variant (default: {DEFAULT_COUNTS[0]}, {QUICK_COUNTS[0]} with '
+                             '--quick)')
     parser.add_argument('--repeats', type=_positive_int, default=None,
-                        help='timed training steps per variant (default: 7, 3 with --quick)')
+                        help=f'timed training steps per variant (default: {DEFAULT_COUNTS[1]}, {QUICK_COUNTS[1]} '
+                             'with --quick)')
     parser.add_argument('--eval-repeats', type=_non_negative_int, default=None,
-                        help='timed eval passes per variant; 0 skips eval (default: 7, 3 with --quick)')
+                        help=f'timed eval passes per variant; 0 skips eval (default: {DEFAULT_COUNTS[2]}, '
+                             f'{QUICK_COUNTS[2]} with --quick)')
     parser.add_argument('--no-memory', action='store_true', help='skip the peak-memory step')
 
     parser.add_argument('--device', choices=('auto', 'cpu', 'cuda'), default='auto',
@@ -600,11 +607,6 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser.add_argument('--json', type=Path, default=None, metavar='PATH', help='also write the results to PATH')
     return parser
-
-
-# Warm-up steps, timed steps and eval passes per variant.
-DEFAULT_COUNTS = (2, 7, 7)
-QUICK_COUNTS = (1, 3, 3)
 
 
 def check_json_path(parser: argparse.ArgumentParser, path: Optional[Path]) -> None:

@@ -168,23 +168,8 @@ def test_pyramid_blocks_equal_plain_forward(block_cls, stride):
         torch.testing.assert_close(param.grad, ref_param.grad, **TOLERANCE, msg=name)
 
 
-def test_model_keeps_less_for_backward():
-    """PyramidNet-20 keeps about a third less for its backward pass than with the BN outputs kept."""
-    model = timm.create_model('shakedrop_pyramidnet20_a48').train()
-    x = torch.randn(4, 3, 32, 32)
-    fused = _saved_bytes(model, x)
-    blocks = [m for m in model.modules() if isinstance(m, PyramidBasicBlock)]
-    originals = [type(b).forward for b in blocks]
-    assert len(set(originals)) == 1
-    PyramidBasicBlock.forward = _plain_forward
-    try:
-        plain = _saved_bytes(model, x)
-    finally:
-        PyramidBasicBlock.forward = originals[0]
-    assert fused < 0.75 * plain
-
-
 def test_recompute_norm_off_keeps_bn_outputs():
+    """PyramidNet-20 keeps about a third less for its backward pass than with `recompute_norm=False`."""
     torch.manual_seed(0)
     model = timm.create_model('shakedrop_pyramidnet20_a48', drop_path_rate=0.0).train()
     torch.manual_seed(0)

@@ -18,8 +18,8 @@ __all__ = ['can_fuse_norm_act_conv', 'norm_act_conv']
 
 def _conv_dtype(x: torch.Tensor) -> torch.dtype:
     # Under autocast a convolution runs in the autocast dtype and BN in the dtype of its input.
-    # NOTE: only CPU runs are tested (bf16 autocast included); fp16 autocast on CUDA, where this step uses
-    # native_batch_norm instead of cuDNN's BN, has not run on a GPU.
+    # NOTE: only CPU runs are tested, bf16 autocast included. On CUDA this step uses native_batch_norm instead of
+    # cuDNN's BN, and that path, fp16 autocast included, has not run on a GPU.
     device_type = x.device.type
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
